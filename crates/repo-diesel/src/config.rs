@@ -1,0 +1,781 @@
+//! Database configuration read from the environment: which database, how to pool, which timeouts.
+//!
+//! Precedence: `DATABASE_URL`; else any `DATABASE_HOST`/`PORT`/`NAME`/`USER`/`PASSWORD`/`SSLMODE`
+//! composes a PostgreSQL URL; else the embedded SQLite file [`DEFAULT_SQLITE_PATH`]. Empty values
+//! count as unset. Passwords never reach `Debug`, `Display`, logs or error messages.
+
+use std::env::VarError;
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+/// The embedded database used when nothing is configured, relative to the working directory.
+pub const DEFAULT_SQLITE_PATH: &str = "data/attendance.sqlite3";
+
+/// Every variable this module reads, in the order the README documents them.
+pub const VARIABLES: &[&str] = &[
+    "DATABASE_URL",
+    "DATABASE_HOST",
+    "DATABASE_PORT",
+    "DATABASE_NAME",
+    "DATABASE_USER",
+    "DATABASE_PASSWORD",
+    "DATABASE_SSLMODE",
+    "DATABASE_POOL_MAX_SIZE",
+    "DATABASE_POOL_MIN_IDLE",
+    "DATABASE_POOL_IDLE_TIMEOUT_MS",
+    "DATABASE_POOL_CONNECTION_TIMEOUT_MS",
+    "DATABASE_POOL_TEST_ON_CHECKOUT",
+    "DATABASE_STATEMENT_TIMEOUT_MS",
+    "DATABASE_LOCK_TIMEOUT_MS",
+    "DATABASE_SQLITE_BUSY_TIMEOUT_MS",
+    "DATABASE_APPLICATION_NAME",
+];
+
+const COMPOSED_VARIABLES: &[&str] = &[
+    "DATABASE_HOST",
+    "DATABASE_PORT",
+    "DATABASE_NAME",
+    "DATABASE_USER",
+    "DATABASE_PASSWORD",
+    "DATABASE_SSLMODE",
+];
+
+const SSL_MODES: &[&str] = &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+
+/// RFC 3986 unreserved characters stay as they are; everything else is percent-encoded.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// A configuration problem, naming the variable at fault and never a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable} {problem}")]
+pub struct ConfigError {
+    /// The environment variable (or, for values built in code, the setting) at fault.
+    pub variable: &'static str,
+    /// What is wrong with it, lower-case, without the value when the value may be secret.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            variable,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Which database engine a [`DatabaseTarget`] points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// PostgreSQL: production.
+    Postgres,
+    /// SQLite: the embedded default and the in-memory test database.
+    Sqlite,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+        })
+    }
+}
+
+/// Where the database is. Holds the driver's connection string as a secret; `Debug` and
+/// `Display` show a redacted form.
+#[derive(Clone)]
+pub struct DatabaseTarget {
+    backend: Backend,
+    connection_string: SecretString,
+    redacted: String,
+    password: Option<SecretString>,
+    source: &'static str,
+    in_memory: bool,
+}
+
+impl DatabaseTarget {
+    /// A PostgreSQL URL (`postgres://` or `postgresql://`), as given in `DATABASE_URL`.
+    pub fn postgres_url(url: &str) -> Result<Self, ConfigError> {
+        Self::parse_postgres_url(url, "DATABASE_URL")
+    }
+
+    /// A SQLite database file, created if it does not exist (its directory must exist).
+    pub fn sqlite_file(path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref().to_string_lossy().into_owned();
+        Self {
+            backend: Backend::Sqlite,
+            connection_string: SecretString::from(path.clone()),
+            redacted: path,
+            password: None,
+            source: "DATABASE_URL",
+            in_memory: false,
+        }
+    }
+
+    /// A private in-memory SQLite database shared by every connection of one pool; it lives as
+    /// long as the pool does.
+    #[must_use]
+    pub fn sqlite_in_memory() -> Self {
+        // The memdb VFS lets several connections of one process share a database without the
+        // shared-cache mode (whose table locks ignore busy_timeout).
+        let name = format!("file:/repo-diesel-{}?vfs=memdb", uuid::Uuid::now_v7().simple());
+        Self {
+            backend: Backend::Sqlite,
+            connection_string: SecretString::from(name.clone()),
+            redacted: name,
+            password: None,
+            source: "DATABASE_URL",
+            in_memory: true,
+        }
+    }
+
+    /// Which engine this target is.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The variable that chose this target: `DATABASE_URL`, `DATABASE_HOST` (for the composed
+    /// URL) or `default` (the embedded SQLite file).
+    #[must_use]
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// True for an in-memory SQLite database.
+    #[must_use]
+    pub fn is_in_memory(&self) -> bool {
+        self.in_memory
+    }
+
+    /// The connection string with any password replaced by `***`: safe for logs and errors.
+    #[must_use]
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+
+    /// The connection string to hand to the driver. Never log it.
+    #[must_use]
+    pub fn expose_connection_string(&self) -> &str {
+        self.connection_string.expose_secret()
+    }
+
+    /// Removes the password, raw or percent-encoded, from a message produced by a driver.
+    #[must_use]
+    pub fn scrub(&self, message: &str) -> String {
+        let Some(password) = &self.password else {
+            return message.to_owned();
+        };
+        let raw = password.expose_secret();
+        if raw.is_empty() {
+            return message.to_owned();
+        }
+        let encoded = utf8_percent_encode(raw, COMPONENT).to_string();
+        message.replace(&encoded, "***").replace(raw, "***")
+    }
+
+    fn parse_postgres_url(url: &str, variable: &'static str) -> Result<Self, ConfigError> {
+        let parsed = Url::parse(url)
+            .map_err(|error| ConfigError::new(variable, format!("is not a valid PostgreSQL URL ({error})")))?;
+        let mut redacted = parsed.clone();
+        let password = parsed.password().map(|encoded| {
+            let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
+            SecretString::from(decoded.into_owned())
+        });
+        if password.is_some() {
+            // Cannot fail: the URL has a host, or it could not have had a password.
+            let _ = redacted.set_password(Some("***"));
+        }
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if key == "password" {
+                    "***".into()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        if !pairs.is_empty() {
+            redacted.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        let query_password = parsed
+            .query_pairs()
+            .find(|(key, _)| key == "password")
+            .map(|(_, value)| SecretString::from(value.into_owned()));
+        Ok(Self {
+            backend: Backend::Postgres,
+            connection_string: SecretString::from(url.to_owned()),
+            redacted: redacted.to_string(),
+            password: password.or(query_password),
+            source: variable,
+            in_memory: false,
+        })
+    }
+}
+
+impl fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseTarget")
+            .field("backend", &self.backend)
+            .field("url", &self.redacted)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+/// r2d2 pool settings. Defaults follow the project guidelines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// `DATABASE_POOL_MAX_SIZE`: most connections open at once (default 20).
+    pub max_size: u32,
+    /// `DATABASE_POOL_MIN_IDLE`: connections kept open while idle, and opened at start-up so
+    /// that a bad configuration fails there (default 1).
+    pub min_idle: u32,
+    /// `DATABASE_POOL_IDLE_TIMEOUT_MS`: an idle connection above `min_idle` is closed after this
+    /// long (default 30 s).
+    pub idle_timeout: Duration,
+    /// `DATABASE_POOL_CONNECTION_TIMEOUT_MS`: how long a checkout (or start-up) waits for a
+    /// connection before failing (default 2 s).
+    pub connection_timeout: Duration,
+    /// `DATABASE_POOL_TEST_ON_CHECKOUT`: ping every connection before handing it out (default
+    /// true). The ping costs a round trip per checkout, but it is the only way the pool learns
+    /// that the server closed a connection (a restart, a failover, an idle-session timeout):
+    /// diesel reports a connection as broken only when its transaction state is, so without the
+    /// ping a dead connection would be handed out again and again.
+    pub test_on_check_out: bool,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_size: 20,
+            min_idle: 1,
+            idle_timeout: Duration::from_secs(30),
+            connection_timeout: Duration::from_secs(2),
+            test_on_check_out: true,
+        }
+    }
+}
+
+/// Settings applied to every new connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// `DATABASE_STATEMENT_TIMEOUT_MS`: PostgreSQL `statement_timeout` (default 30 s; 0 disables).
+    pub statement_timeout: Duration,
+    /// `DATABASE_LOCK_TIMEOUT_MS`: PostgreSQL `lock_timeout` (default 5 s; 0 disables).
+    pub lock_timeout: Duration,
+    /// `DATABASE_SQLITE_BUSY_TIMEOUT_MS`: SQLite `busy_timeout` (default 5 s).
+    pub sqlite_busy_timeout: Duration,
+    /// `DATABASE_APPLICATION_NAME`: PostgreSQL `application_name`, shown in `pg_stat_activity`
+    /// (default: the executable's name).
+    pub application_name: String,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            statement_timeout: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(5),
+            sqlite_busy_timeout: Duration::from_secs(5),
+            application_name: default_application_name(),
+        }
+    }
+}
+
+/// Everything needed to open a [`crate::Database`].
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// Where the database is.
+    pub target: DatabaseTarget,
+    /// How connections are pooled.
+    pub pool: PoolSettings,
+    /// What every connection is set up with.
+    pub session: SessionSettings,
+}
+
+impl DatabaseConfig {
+    /// A configuration for `target` with default pool and session settings.
+    #[must_use]
+    pub fn new(target: DatabaseTarget) -> Self {
+        Self {
+            target,
+            pool: PoolSettings::default(),
+            session: SessionSettings::default(),
+        }
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        for &variable in VARIABLES {
+            if let Err(VarError::NotUnicode(_)) = std::env::var(variable) {
+                return Err(ConfigError::new(variable, "is not valid UTF-8"));
+            }
+        }
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, which returns a variable's value or `None`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let target = if let Some(url) = get("DATABASE_URL") {
+            let ignored: Vec<&str> = COMPOSED_VARIABLES
+                .iter()
+                .copied()
+                .filter(|name| get(name).is_some())
+                .collect();
+            if !ignored.is_empty() {
+                tracing::warn!(?ignored, "DATABASE_URL is set, so these variables are ignored");
+            }
+            parse_database_url(url.trim())?
+        } else if COMPOSED_VARIABLES.iter().any(|name| get(name).is_some()) {
+            compose_postgres_url(&get)?
+        } else {
+            let mut target = DatabaseTarget::sqlite_file(DEFAULT_SQLITE_PATH);
+            target.source = "default";
+            target
+        };
+
+        let defaults = PoolSettings::default();
+        let pool = PoolSettings {
+            max_size: number(&get, "DATABASE_POOL_MAX_SIZE", 1, 10_000)?.unwrap_or(defaults.max_size),
+            min_idle: number(&get, "DATABASE_POOL_MIN_IDLE", 0, 10_000)?.unwrap_or(defaults.min_idle),
+            idle_timeout: millis(&get, "DATABASE_POOL_IDLE_TIMEOUT_MS", 1)?.unwrap_or(defaults.idle_timeout),
+            connection_timeout: millis(&get, "DATABASE_POOL_CONNECTION_TIMEOUT_MS", 1)?
+                .unwrap_or(defaults.connection_timeout),
+            test_on_check_out: boolean(&get, "DATABASE_POOL_TEST_ON_CHECKOUT")?.unwrap_or(defaults.test_on_check_out),
+        };
+        if pool.min_idle > pool.max_size {
+            return Err(ConfigError::new(
+                "DATABASE_POOL_MIN_IDLE",
+                format!(
+                    "({}) must not exceed DATABASE_POOL_MAX_SIZE ({})",
+                    pool.min_idle, pool.max_size
+                ),
+            ));
+        }
+
+        let defaults = SessionSettings::default();
+        let session = SessionSettings {
+            statement_timeout: millis(&get, "DATABASE_STATEMENT_TIMEOUT_MS", 0)?.unwrap_or(defaults.statement_timeout),
+            lock_timeout: millis(&get, "DATABASE_LOCK_TIMEOUT_MS", 0)?.unwrap_or(defaults.lock_timeout),
+            sqlite_busy_timeout: millis(&get, "DATABASE_SQLITE_BUSY_TIMEOUT_MS", 0)?
+                .unwrap_or(defaults.sqlite_busy_timeout),
+            application_name: get("DATABASE_APPLICATION_NAME").unwrap_or(defaults.application_name),
+        };
+        Ok(Self { target, pool, session })
+    }
+}
+
+fn parse_database_url(url: &str) -> Result<DatabaseTarget, ConfigError> {
+    const VARIABLE: &str = "DATABASE_URL";
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return DatabaseTarget::parse_postgres_url(url, VARIABLE);
+    }
+    if matches!(url, ":memory:" | "sqlite::memory:" | "sqlite://:memory:") {
+        return Ok(DatabaseTarget::sqlite_in_memory());
+    }
+    if url.starts_with("file:") {
+        // An SQLite URI filename, passed through as it is.
+        return Ok(DatabaseTarget::sqlite_file(url));
+    }
+    let path = if let Some(path) = url.strip_prefix("sqlite://") {
+        path
+    } else if let Some((scheme, _)) = url.split_once("://") {
+        return Err(ConfigError::new(
+            VARIABLE,
+            format!(
+                "has unknown scheme \"{}\": expected postgres://, postgresql://, sqlite:// or a file path",
+                scheme.chars().take(20).collect::<String>()
+            ),
+        ));
+    } else {
+        url.strip_prefix("sqlite:").unwrap_or(url)
+    };
+    if path.is_empty() {
+        return Err(ConfigError::new(VARIABLE, "names no SQLite file"));
+    }
+    Ok(DatabaseTarget::sqlite_file(PathBuf::from(path)))
+}
+
+fn compose_postgres_url(get: &impl Fn(&str) -> Option<String>) -> Result<DatabaseTarget, ConfigError> {
+    let host = get("DATABASE_HOST");
+    let port = number(get, "DATABASE_PORT", 1, u32::from(u16::MAX))?;
+    let name = get("DATABASE_NAME");
+    let user = get("DATABASE_USER");
+    let password = get("DATABASE_PASSWORD");
+    let sslmode = get("DATABASE_SSLMODE");
+    if let Some(mode) = &sslmode
+        && !SSL_MODES.contains(&mode.as_str())
+    {
+        return Err(ConfigError::new(
+            "DATABASE_SSLMODE",
+            format!("must be one of {}, got \"{mode}\"", SSL_MODES.join(", ")),
+        ));
+    }
+    if let Some(host) = &host
+        && !host.starts_with('/')
+        && host.contains(['/', '?', '#', '@', ' '])
+    {
+        return Err(ConfigError::new(
+            "DATABASE_HOST",
+            "must be a host name, an IP address or a socket directory starting with /",
+        ));
+    }
+
+    let build = |password: Option<&str>| {
+        let mut url = String::from("postgresql://");
+        if user.is_some() || password.is_some() {
+            url.push_str(&encode(user.as_deref().unwrap_or("")));
+            if let Some(password) = password {
+                url.push(':');
+                url.push_str(password);
+            }
+            url.push('@');
+        }
+        let mut query = Vec::new();
+        match host.as_deref() {
+            Some(socket_dir) if socket_dir.starts_with('/') => {
+                query.push(format!("host={}", encode(socket_dir)));
+            }
+            Some(host) if host.parse::<Ipv6Addr>().is_ok() => {
+                url.push('[');
+                url.push_str(host);
+                url.push(']');
+            }
+            Some(host) => url.push_str(&encode(host)),
+            None => {}
+        }
+        if let Some(port) = port {
+            url.push(':');
+            url.push_str(&port.to_string());
+        }
+        url.push('/');
+        if let Some(name) = &name {
+            url.push_str(&encode(name));
+        }
+        if let Some(mode) = &sslmode {
+            query.push(format!("sslmode={mode}"));
+        }
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&query.join("&"));
+        }
+        url
+    };
+    let encoded_password = password.as_deref().map(encode);
+    let connection_string = build(encoded_password.as_deref());
+    let redacted = build(password.as_ref().map(|_| "***"));
+    Ok(DatabaseTarget {
+        backend: Backend::Postgres,
+        connection_string: SecretString::from(connection_string),
+        redacted,
+        password: password.map(SecretString::from),
+        source: "DATABASE_HOST",
+        in_memory: false,
+    })
+}
+
+fn encode(component: &str) -> String {
+    utf8_percent_encode(component, COMPONENT).to_string()
+}
+
+fn number(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    min: u32,
+    max: u32,
+) -> Result<Option<u32>, ConfigError> {
+    let Some(text) = get(variable) else { return Ok(None) };
+    match text.trim().parse::<u32>() {
+        Ok(value) if (min..=max).contains(&value) => Ok(Some(value)),
+        _ => Err(ConfigError::new(
+            variable,
+            format!("must be a whole number from {min} to {max}, got \"{}\"", text.trim()),
+        )),
+    }
+}
+
+fn millis(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    min: u32,
+) -> Result<Option<Duration>, ConfigError> {
+    // At most a day: longer settings are mistakes, and PostgreSQL caps timeouts at i32::MAX ms.
+    number(get, variable, min, 86_400_000).map(|value| value.map(|ms| Duration::from_millis(ms.into())))
+}
+
+fn boolean(get: &impl Fn(&str) -> Option<String>, variable: &'static str) -> Result<Option<bool>, ConfigError> {
+    let Some(text) = get(variable) else { return Ok(None) };
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(Some(true)),
+        "0" | "false" | "no" | "off" => Ok(Some(false)),
+        _ => Err(ConfigError::new(
+            variable,
+            format!("must be true or false, got \"{}\"", text.trim()),
+        )),
+    }
+}
+
+fn default_application_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|path| path.file_stem().map(|stem| stem.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "repo-diesel".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<DatabaseConfig, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect();
+        DatabaseConfig::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[track_caller]
+    fn check_target(vars: &[(&str, &str)], backend: Backend, connection: &str, redacted: &str) {
+        let target = config(vars).expect("configuration is valid").target;
+        assert_eq!(target.backend(), backend);
+        assert_eq!(target.expose_connection_string(), connection);
+        assert_eq!(target.redacted(), redacted);
+    }
+
+    #[track_caller]
+    fn check_error(vars: &[(&str, &str)], variable: &str, problem_contains: &str) {
+        let error = config(vars).expect_err("configuration is invalid");
+        assert_eq!(error.variable, variable, "{error}");
+        assert!(error.to_string().contains(problem_contains), "{error}");
+    }
+
+    #[test]
+    fn targets() {
+        check_target(&[], Backend::Sqlite, DEFAULT_SQLITE_PATH, DEFAULT_SQLITE_PATH);
+        check_target(
+            &[("DATABASE_URL", "  ")],
+            Backend::Sqlite,
+            DEFAULT_SQLITE_PATH,
+            DEFAULT_SQLITE_PATH,
+        );
+        check_target(&[("DATABASE_URL", "app.db")], Backend::Sqlite, "app.db", "app.db");
+        check_target(
+            &[("DATABASE_URL", "sqlite://data/x.db")],
+            Backend::Sqlite,
+            "data/x.db",
+            "data/x.db",
+        );
+        check_target(
+            &[("DATABASE_URL", "sqlite:///tmp/x.db")],
+            Backend::Sqlite,
+            "/tmp/x.db",
+            "/tmp/x.db",
+        );
+        check_target(&[("DATABASE_URL", "sqlite:x.db")], Backend::Sqlite, "x.db", "x.db");
+        check_target(
+            &[("DATABASE_URL", "postgres://app:pw@db:5432/app?sslmode=require")],
+            Backend::Postgres,
+            "postgres://app:pw@db:5432/app?sslmode=require",
+            "postgres://app:***@db:5432/app?sslmode=require",
+        );
+        check_target(
+            &[("DATABASE_URL", "postgresql://db/app?user=app&password=pw")],
+            Backend::Postgres,
+            "postgresql://db/app?user=app&password=pw",
+            "postgresql://db/app?user=app&password=***",
+        );
+        check_target(
+            &[
+                ("DATABASE_HOST", "db.internal"),
+                ("DATABASE_PORT", "6543"),
+                ("DATABASE_NAME", "attendance"),
+                ("DATABASE_USER", "app"),
+                ("DATABASE_PASSWORD", "p@ss:w/o?r#d%"),
+                ("DATABASE_SSLMODE", "verify-full"),
+            ],
+            Backend::Postgres,
+            "postgresql://app:p%40ss%3Aw%2Fo%3Fr%23d%25@db.internal:6543/attendance?sslmode=verify-full",
+            "postgresql://app:***@db.internal:6543/attendance?sslmode=verify-full",
+        );
+        // No user or password: libpq's defaults (PGUSER, ~/.pgpass, peer) apply.
+        check_target(
+            &[("DATABASE_HOST", "127.0.0.1"), ("DATABASE_NAME", "test")],
+            Backend::Postgres,
+            "postgresql://127.0.0.1/test",
+            "postgresql://127.0.0.1/test",
+        );
+        check_target(
+            &[("DATABASE_NAME", "test")],
+            Backend::Postgres,
+            "postgresql:///test",
+            "postgresql:///test",
+        );
+        check_target(
+            &[("DATABASE_HOST", "/var/run/postgresql"), ("DATABASE_NAME", "test")],
+            Backend::Postgres,
+            "postgresql:///test?host=%2Fvar%2Frun%2Fpostgresql",
+            "postgresql:///test?host=%2Fvar%2Frun%2Fpostgresql",
+        );
+        check_target(
+            &[("DATABASE_HOST", "::1"), ("DATABASE_USER", "ann é")],
+            Backend::Postgres,
+            "postgresql://ann%20%C3%A9@[::1]/",
+            "postgresql://ann%20%C3%A9@[::1]/",
+        );
+        // DATABASE_URL wins over the parts.
+        check_target(
+            &[("DATABASE_URL", "sqlite://a.db"), ("DATABASE_HOST", "db")],
+            Backend::Sqlite,
+            "a.db",
+            "a.db",
+        );
+        assert!(
+            config(&[("DATABASE_URL", ":memory:")])
+                .expect("valid")
+                .target
+                .is_in_memory()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        check_error(
+            &[("DATABASE_URL", "mysql://root@db/app")],
+            "DATABASE_URL",
+            "unknown scheme \"mysql\"",
+        );
+        check_error(
+            &[("DATABASE_URL", "postgres://app:pw@db:notaport/app")],
+            "DATABASE_URL",
+            "not a valid",
+        );
+        check_error(&[("DATABASE_URL", "sqlite://")], "DATABASE_URL", "names no SQLite file");
+        check_error(
+            &[("DATABASE_PORT", "54x2")],
+            "DATABASE_PORT",
+            "whole number from 1 to 65535, got \"54x2\"",
+        );
+        check_error(&[("DATABASE_PORT", "70000")], "DATABASE_PORT", "got \"70000\"");
+        check_error(&[("DATABASE_SSLMODE", "maybe")], "DATABASE_SSLMODE", "must be one of");
+        check_error(&[("DATABASE_HOST", "db/x")], "DATABASE_HOST", "host name");
+        check_error(
+            &[("DATABASE_POOL_MAX_SIZE", "twenty")],
+            "DATABASE_POOL_MAX_SIZE",
+            "got \"twenty\"",
+        );
+        check_error(&[("DATABASE_POOL_MAX_SIZE", "0")], "DATABASE_POOL_MAX_SIZE", "from 1");
+        check_error(
+            &[("DATABASE_POOL_MAX_SIZE", "2"), ("DATABASE_POOL_MIN_IDLE", "3")],
+            "DATABASE_POOL_MIN_IDLE",
+            "exceed",
+        );
+        check_error(
+            &[("DATABASE_POOL_IDLE_TIMEOUT_MS", "-1")],
+            "DATABASE_POOL_IDLE_TIMEOUT_MS",
+            "got \"-1\"",
+        );
+        check_error(
+            &[("DATABASE_STATEMENT_TIMEOUT_MS", "1e3")],
+            "DATABASE_STATEMENT_TIMEOUT_MS",
+            "whole number",
+        );
+        check_error(
+            &[("DATABASE_POOL_TEST_ON_CHECKOUT", "sometimes")],
+            "DATABASE_POOL_TEST_ON_CHECKOUT",
+            "true or false",
+        );
+    }
+
+    #[test]
+    fn settings_have_guideline_defaults_and_overrides() {
+        let defaults = config(&[]).expect("valid");
+        assert_eq!(defaults.pool, PoolSettings::default());
+        assert_eq!(defaults.pool.max_size, 20);
+        assert_eq!(defaults.pool.idle_timeout, Duration::from_secs(30));
+        assert_eq!(defaults.pool.connection_timeout, Duration::from_secs(2));
+        let tuned = config(&[
+            ("DATABASE_POOL_MAX_SIZE", "5"),
+            ("DATABASE_POOL_MIN_IDLE", "0"),
+            ("DATABASE_POOL_IDLE_TIMEOUT_MS", "1000"),
+            ("DATABASE_POOL_CONNECTION_TIMEOUT_MS", "250"),
+            ("DATABASE_POOL_TEST_ON_CHECKOUT", "no"),
+            ("DATABASE_STATEMENT_TIMEOUT_MS", "1500"),
+            ("DATABASE_LOCK_TIMEOUT_MS", "0"),
+            ("DATABASE_SQLITE_BUSY_TIMEOUT_MS", "100"),
+            ("DATABASE_APPLICATION_NAME", "billing"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            tuned.pool,
+            PoolSettings {
+                max_size: 5,
+                min_idle: 0,
+                idle_timeout: Duration::from_secs(1),
+                connection_timeout: Duration::from_millis(250),
+                test_on_check_out: false,
+            }
+        );
+        assert_eq!(
+            tuned.session,
+            SessionSettings {
+                statement_timeout: Duration::from_millis(1500),
+                lock_timeout: Duration::ZERO,
+                sqlite_busy_timeout: Duration::from_millis(100),
+                application_name: "billing".to_owned(),
+            }
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_display_and_errors() {
+        let password = "s3cr3t@:/?#%";
+        for vars in [
+            vec![("DATABASE_URL", "postgres://app:s3cr3t%40%3A%2F%3F%23%25@db/app")],
+            vec![
+                ("DATABASE_USER", "app"),
+                ("DATABASE_PASSWORD", password),
+                ("DATABASE_HOST", "db"),
+            ],
+        ] {
+            let config = config(&vars).expect("valid");
+            for shown in [
+                format!("{config:?}"),
+                config.target.to_string(),
+                config.target.redacted().to_owned(),
+            ] {
+                assert!(!shown.contains("s3cr3t"), "{shown}");
+            }
+            let driver_message = format!(
+                "could not connect with {} or {}",
+                password,
+                utf8_percent_encode(password, COMPONENT)
+            );
+            assert_eq!(
+                config.target.scrub(&driver_message),
+                "could not connect with *** or ***"
+            );
+        }
+        let error = config(&[("DATABASE_URL", "postgres://app:s3cr3t@db:x/app")]).expect_err("bad port");
+        assert!(!error.to_string().contains("s3cr3t"), "{error}");
+        let error = config(&[("DATABASE_URL", "redis://:s3cr3t@cache")]).expect_err("bad scheme");
+        assert!(!error.to_string().contains("s3cr3t"), "{error}");
+    }
+}

@@ -1,0 +1,116 @@
+//! The connection pool: the one entry point that services and binaries open.
+
+use std::sync::Mutex;
+
+use diesel::r2d2::{HandleError, Pool, PooledConnection};
+
+use crate::config::{Backend, DatabaseConfig, DatabaseTarget};
+use crate::connection::{ConnectError, ConnectionManager, DbConnection};
+
+/// A pooled connection borrowed from a [`Database`].
+pub type Connection = PooledConnection<ConnectionManager>;
+
+/// The pool could not be built or could not hand out a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The database could not be reached or the connection could not be set up.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// No connection became available within the configured connection timeout: the database
+    /// is unreachable, refuses the connection, or every pooled connection is in use.
+    #[error("no database connection from {target} (set by {source_variable}) within {timeout_ms} ms: {reason}")]
+    Unavailable {
+        /// The redacted connection string.
+        target: String,
+        /// The variable that chose the database.
+        source_variable: &'static str,
+        /// `DATABASE_POOL_CONNECTION_TIMEOUT_MS`.
+        timeout_ms: u128,
+        /// r2d2's report, with the last connection error if there was one, scrubbed of passwords.
+        reason: String,
+    },
+}
+
+/// A pool of connections to one database, PostgreSQL or SQLite.
+pub struct Database {
+    pool: Pool<ConnectionManager>,
+    config: DatabaseConfig,
+    // An in-memory SQLite database lives only while a connection to it is open; the pool may
+    // close all of its own, so this one is held for the life of the `Database`.
+    _in_memory_keeper: Option<Mutex<DbConnection>>,
+}
+
+impl Database {
+    /// Opens a pool for `config` after opening one connection directly, so that a bad URL, an
+    /// unreachable host or a refused password fails here with the driver's own error.
+    pub fn connect(config: DatabaseConfig) -> Result<Self, PoolError> {
+        let manager = ConnectionManager::new(
+            config.target.clone(),
+            config.session.clone(),
+            config.pool.connection_timeout,
+        );
+        let first = manager.establish()?;
+        let keeper = config.target.is_in_memory().then(|| Mutex::new(first));
+        let settings = &config.pool;
+        let pool = Pool::builder()
+            .max_size(settings.max_size)
+            .min_idle(Some(settings.min_idle))
+            .idle_timeout(Some(settings.idle_timeout))
+            .connection_timeout(settings.connection_timeout)
+            .test_on_check_out(settings.test_on_check_out)
+            .error_handler(Box::new(TracingErrorHandler))
+            .build_unchecked(manager);
+        Ok(Self {
+            pool,
+            config,
+            _in_memory_keeper: keeper,
+        })
+    }
+
+    /// Reads the configuration from the environment and connects.
+    pub fn from_env() -> Result<Self, crate::Error> {
+        Ok(Self::connect(DatabaseConfig::from_env()?)?)
+    }
+
+    /// Borrows a connection, waiting at most the configured connection timeout.
+    pub fn get(&self) -> Result<Connection, PoolError> {
+        checkout(&self.pool, &self.config.target)
+    }
+
+    /// Which engine the pool talks to.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.config.target.backend()
+    }
+
+    /// The configuration the pool was opened with.
+    #[must_use]
+    pub fn config(&self) -> &DatabaseConfig {
+        &self.config
+    }
+
+    /// Connections open and idle right now.
+    #[must_use]
+    pub fn state(&self) -> diesel::r2d2::State {
+        self.pool.state()
+    }
+}
+
+fn checkout(pool: &Pool<ConnectionManager>, target: &DatabaseTarget) -> Result<Connection, PoolError> {
+    pool.get().map_err(|error| PoolError::Unavailable {
+        target: target.redacted().to_owned(),
+        source_variable: target.source(),
+        timeout_ms: pool.connection_timeout().as_millis(),
+        reason: target.scrub(&error.to_string()),
+    })
+}
+
+/// Logs connection errors that r2d2 meets in the background (its default handler uses `log`).
+#[derive(Debug)]
+struct TracingErrorHandler;
+
+impl HandleError<ConnectError> for TracingErrorHandler {
+    fn handle_error(&self, error: ConnectError) {
+        tracing::warn!(%error, "database connection error in pool");
+    }
+}

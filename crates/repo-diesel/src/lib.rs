@@ -1,0 +1,33 @@
+#![doc = include_str!("../README.md")]
+
+pub mod catalog;
+pub mod config;
+pub mod connection;
+pub mod database;
+pub mod migrations;
+
+pub use catalog::Catalog;
+pub use config::{Backend, ConfigError, DatabaseConfig, DatabaseTarget};
+pub use connection::{ConnectError, DbConnection};
+pub use database::{Connection, Database, PoolError};
+pub use migrations::MigrationError;
+
+// Linked for their `bundled` / `vendored` features only: they make the workspace build with no
+// system libpq, libsqlite3 or OpenSSL.
+use libsqlite3_sys as _;
+use openssl_sys as _;
+use pq_sys as _;
+
+/// Any error this crate returns from opening a database or migrating it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be reached.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// A migration could not be applied or reverted.
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+}

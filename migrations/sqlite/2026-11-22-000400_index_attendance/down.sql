@@ -1,0 +1,5 @@
+DROP INDEX idx_attendance_deletion_batch_id;
+DROP INDEX idx_attendance_deleted_at;
+DROP INDEX idx_attendance_created_at_id;
+DROP INDEX uq_attendance_user_id;
+DROP INDEX idx_attendance_user_id_check_in_time;

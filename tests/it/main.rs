@@ -1,0 +1,9 @@
+//! The workspace's one integration test binary. Every database test runs against SQLite and,
+//! when `TEST_DATABASE_URL` is set, PostgreSQL; `REQUIRE_POSTGRES=1` turns a missing server into
+//! a failure (CI sets it).
+
+mod constraints;
+mod migrations;
+mod pool;
+mod schema;
+mod support;

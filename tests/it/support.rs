@@ -1,0 +1,159 @@
+//! Helpers shared by the test modules: running a test on both backends, and writing rows with
+//! bound parameters before the repositories exist.
+
+use diesel::prelude::*;
+use diesel::sql_types::{Binary, Nullable, Text};
+use repo_diesel::{DbConnection, migrations};
+use test_fixtures::ScratchDatabase;
+
+/// Defines `mod $name { fn postgres(); fn sqlite(); }`, each calling `$body` with a scratch
+/// database of its backend (the PostgreSQL one returns early, loudly, without a server).
+macro_rules! on_both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[test]
+            fn postgres() {
+                if let Some(database) = test_fixtures::ScratchDatabase::postgres() {
+                    super::$body(&database);
+                }
+            }
+
+            #[test]
+            fn sqlite() {
+                super::$body(&test_fixtures::ScratchDatabase::sqlite_file());
+            }
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+/// Opens a connection and applies every migration.
+pub fn migrated(database: &ScratchDatabase) -> DbConnection {
+    let mut connection = database.connect();
+    migrations::run_pending_migrations(&mut connection).expect("migrations apply");
+    connection
+}
+
+/// A user row, written with every value bound.
+#[derive(Clone, Copy)]
+pub struct UserRow {
+    pub id: u128,
+    pub email: &'static str,
+    pub full_name: &'static str,
+    pub hashed_password: &'static str,
+    pub deleted_at: Option<&'static str>,
+}
+
+impl UserRow {
+    pub const fn new(id: u128, email: &'static str) -> Self {
+        Self {
+            id,
+            email,
+            full_name: "Ann Example",
+            hashed_password: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+            deleted_at: None,
+        }
+    }
+}
+
+/// An attendance row, written with every value bound.
+#[derive(Clone, Copy)]
+pub struct AttendanceRow {
+    pub id: u128,
+    pub user_id: u128,
+    pub check_in_time: &'static str,
+    pub check_out_time: Option<&'static str>,
+    pub deleted_at: Option<&'static str>,
+}
+
+impl AttendanceRow {
+    pub const fn open(id: u128, user_id: u128) -> Self {
+        Self {
+            id,
+            user_id,
+            check_in_time: "2026-01-05T09:00:00.000000Z",
+            check_out_time: None,
+            deleted_at: None,
+        }
+    }
+}
+
+/// The 16 bytes of a test id; `deletion_batch_id` reuses the row's id when the row is deleted.
+fn id_bytes(id: u128) -> Vec<u8> {
+    uuid::Uuid::from_u128(id).as_bytes().to_vec()
+}
+
+pub fn insert_user(connection: &mut DbConnection, row: UserRow) -> QueryResult<usize> {
+    let batch = row.deleted_at.map(|_| row.id);
+    match connection {
+        DbConnection::Pg(pg) => diesel::sql_query(
+            "INSERT INTO users (id, email, full_name, hashed_password, deleted_at, deletion_batch_id)
+             VALUES ($1::text::uuid, $2, $3, $4, $5::timestamptz, $6::text::uuid)",
+        )
+        .bind::<Text, _>(uuid::Uuid::from_u128(row.id).to_string())
+        .bind::<Text, _>(row.email)
+        .bind::<Text, _>(row.full_name)
+        .bind::<Text, _>(row.hashed_password)
+        .bind::<Nullable<Text>, _>(row.deleted_at)
+        .bind::<Nullable<Text>, _>(batch.map(|id| uuid::Uuid::from_u128(id).to_string()))
+        .execute(pg),
+        DbConnection::Sqlite(sqlite) => diesel::sql_query(
+            "INSERT INTO users (id, email, full_name, hashed_password, deleted_at, deletion_batch_id)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind::<Binary, _>(id_bytes(row.id))
+        .bind::<Text, _>(row.email)
+        .bind::<Text, _>(row.full_name)
+        .bind::<Text, _>(row.hashed_password)
+        .bind::<Nullable<Text>, _>(row.deleted_at)
+        .bind::<Nullable<Binary>, _>(batch.map(id_bytes))
+        .execute(sqlite),
+    }
+}
+
+pub fn insert_attendance(connection: &mut DbConnection, row: AttendanceRow) -> QueryResult<usize> {
+    let batch = row.deleted_at.map(|_| row.id);
+    match connection {
+        DbConnection::Pg(pg) => diesel::sql_query(
+            "INSERT INTO attendance (id, user_id, check_in_time, check_out_time, deleted_at, deletion_batch_id)
+             VALUES ($1::text::uuid, $2::text::uuid, $3::timestamptz, $4::timestamptz, $5::timestamptz, $6::text::uuid)",
+        )
+        .bind::<Text, _>(uuid::Uuid::from_u128(row.id).to_string())
+        .bind::<Text, _>(uuid::Uuid::from_u128(row.user_id).to_string())
+        .bind::<Text, _>(row.check_in_time)
+        .bind::<Nullable<Text>, _>(row.check_out_time)
+        .bind::<Nullable<Text>, _>(row.deleted_at)
+        .bind::<Nullable<Text>, _>(batch.map(|id| uuid::Uuid::from_u128(id).to_string()))
+        .execute(pg),
+        DbConnection::Sqlite(sqlite) => diesel::sql_query(
+            "INSERT INTO attendance (id, user_id, check_in_time, check_out_time, deleted_at, deletion_batch_id)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind::<Binary, _>(id_bytes(row.id))
+        .bind::<Binary, _>(id_bytes(row.user_id))
+        .bind::<Text, _>(row.check_in_time)
+        .bind::<Nullable<Text>, _>(row.check_out_time)
+        .bind::<Nullable<Text>, _>(row.deleted_at)
+        .bind::<Nullable<Binary>, _>(batch.map(id_bytes))
+        .execute(sqlite),
+    }
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    count: i64,
+}
+
+/// Rows in `table` (a name from this test suite, never input).
+pub fn count_rows(connection: &mut DbConnection, table: &str) -> i64 {
+    let sql = match table {
+        "users" => "SELECT count(*) AS count FROM users",
+        "attendance" => "SELECT count(*) AS count FROM attendance",
+        other => panic!("no count query for table {other}"),
+    };
+    diesel::sql_query(sql)
+        .get_result::<Count>(connection)
+        .expect("count")
+        .count
+}
