@@ -1,5 +1,6 @@
 //! The database itself rejects bad rows: every constraint, one case each, on both backends.
 
+use diesel::RunQueryDsl as _;
 use diesel::connection::SimpleConnection as _;
 use diesel::result::{DatabaseErrorKind, Error};
 use repo_diesel::DbConnection;
@@ -16,9 +17,17 @@ const LONG_EMAIL: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 enum Row {
     User(UserRow),
     Attendance(AttendanceRow),
+    /// A statement that is the same on both backends.
+    Update(&'static str),
 }
 
-/// `Ok` when the row must be accepted; otherwise the constraint that must reject it, as
+enum RowKind {
+    Insert,
+    Update,
+}
+
+/// `Ok` when the row must be accepted; otherwise the constraint (or, for NOT NULL, the column)
+/// that must reject it, as
 /// PostgreSQL names it, and as SQLite's message says it.
 type Expected = Result<(), (&'static str, &'static str)>;
 
@@ -30,6 +39,44 @@ const fn user(email: &'static str) -> UserRow {
 fn cases() -> Vec<(&'static str, Vec<Row>, Expected)> {
     let check = |name: &'static str| Err((name, name));
     vec![
+        (
+            "batch id without deleted_at",
+            vec![Row::Update("UPDATE users SET deletion_batch_id = id")],
+            check("chk_users_deletion_pair"),
+        ),
+        (
+            "deleted_at without batch id",
+            vec![Row::Update("UPDATE users SET deleted_at = updated_at")],
+            check("chk_users_deletion_pair"),
+        ),
+        (
+            "updated before created",
+            vec![Row::Update(
+                "UPDATE users SET updated_at = '2000-01-01T00:00:00.000000Z'",
+            )],
+            check("chk_users_updated_after_created"),
+        ),
+        (
+            "missing name",
+            vec![Row::Update("UPDATE users SET full_name = NULL")],
+            Err(("full_name", "NOT NULL constraint failed: users.full_name")),
+        ),
+        (
+            "missing check-in",
+            vec![
+                Row::Attendance(AttendanceRow::open(20, 1)),
+                Row::Update("UPDATE attendance SET check_in_time = NULL"),
+            ],
+            Err(("check_in_time", "NOT NULL constraint failed: attendance.check_in_time")),
+        ),
+        (
+            "attendance batch id without deleted_at",
+            vec![
+                Row::Attendance(AttendanceRow::open(20, 1)),
+                Row::Update("UPDATE attendance SET deletion_batch_id = id"),
+            ],
+            check("chk_attendance_deletion_pair"),
+        ),
         ("valid user", vec![Row::User(user("zoe@example.com"))], Ok(())),
         (
             "upper-case email",
@@ -189,13 +236,19 @@ fn constraints_reject_bad_rows(database: &ScratchDatabase) {
         connection.batch_execute("BEGIN").expect("begin");
         let before = count_rows(&mut connection, "users") + count_rows(&mut connection, "attendance");
         let mut outcome = Ok(());
-        let mut written = 0;
+        let mut written: usize = 0;
         for row in rows {
+            let row_kind = if matches!(row, Row::Update(_)) {
+                RowKind::Update
+            } else {
+                RowKind::Insert
+            };
             // A savepoint per row, so that the database stays usable after a rejected one.
             connection.batch_execute("SAVEPOINT row_start").expect("savepoint");
             outcome = match row {
                 Row::User(row) => insert_user(&mut connection, row),
                 Row::Attendance(row) => insert_attendance(&mut connection, row),
+                Row::Update(statement) => diesel::sql_query(statement).execute(&mut connection).map(|_| 0),
             }
             .map(drop);
             if outcome.is_err() {
@@ -207,7 +260,7 @@ fn constraints_reject_bad_rows(database: &ScratchDatabase) {
             connection
                 .batch_execute("RELEASE SAVEPOINT row_start")
                 .expect("release");
-            written += 1;
+            written += usize::from(!matches!(row_kind, RowKind::Update));
         }
         match (&outcome, expected) {
             (Ok(()), Ok(())) => {}
@@ -221,11 +274,16 @@ fn constraints_reject_bad_rows(database: &ScratchDatabase) {
                         DatabaseErrorKind::CheckViolation
                             | DatabaseErrorKind::UniqueViolation
                             | DatabaseErrorKind::ForeignKeyViolation
+                            | DatabaseErrorKind::NotNullViolation
                     ),
                     "{case}: unexpected kind {kind:?}: {error}"
                 );
                 match &connection {
-                    DbConnection::Pg(_) => assert_eq!(info.constraint_name(), Some(postgres_name), "{case}: {error}"),
+                    DbConnection::Pg(_) => assert_eq!(
+                        info.constraint_name().or(info.column_name()),
+                        Some(postgres_name),
+                        "{case}: {error}"
+                    ),
                     DbConnection::Sqlite(_) => assert!(info.message().contains(sqlite_message), "{case}: {error}"),
                 }
             }
@@ -233,7 +291,11 @@ fn constraints_reject_bad_rows(database: &ScratchDatabase) {
         }
         // The rejected row left nothing behind; the rows before it were written.
         let after = count_rows(&mut connection, "users") + count_rows(&mut connection, "attendance");
-        assert_eq!(after, before + written, "{case}: row counts");
+        assert_eq!(
+            after,
+            before + i64::try_from(written).expect("few rows"),
+            "{case}: row counts"
+        );
         connection.batch_execute("ROLLBACK").expect("rollback");
     }
 }

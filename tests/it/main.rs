@@ -4,6 +4,7 @@
 
 mod constraints;
 mod migrations;
+mod migrator;
 mod pool;
 mod schema;
 mod support;

@@ -3,7 +3,8 @@
 
 use diesel::prelude::*;
 use diesel::sql_types::{Binary, Nullable, Text};
-use repo_diesel::{DbConnection, migrations};
+use repo_diesel::config::MigrationSettings;
+use repo_diesel::{DbConnection, Migrator};
 use test_fixtures::ScratchDatabase;
 
 /// Defines `mod $name { fn postgres(); fn sqlite(); }`, each calling `$body` with a scratch
@@ -27,10 +28,12 @@ macro_rules! on_both_backends {
 }
 pub(crate) use on_both_backends;
 
-/// Opens a connection and applies every migration.
+/// Opens a connection and applies every migration through the start-up runner.
 pub fn migrated(database: &ScratchDatabase) -> DbConnection {
     let mut connection = database.connect();
-    migrations::run_pending_migrations(&mut connection).expect("migrations apply");
+    Migrator::embedded(database.backend(), MigrationSettings::default())
+        .run(&mut connection)
+        .expect("migrations apply");
     connection
 }
 

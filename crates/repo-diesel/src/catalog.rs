@@ -3,14 +3,17 @@
 //! Tests use it to prove that every `down.sql` restores exactly the schema before its `up.sql`,
 //! that the two migration trees build the same logical schema, and that names follow the
 //! convention; the start-up runner uses it to verify a schema before recording a baseline.
-//! diesel's own history table is left out.
+//! Bookkeeping objects, whose names start with `__` (diesel's history table, the runner's state
+//! table, the baseline probe schema), are left out. PostgreSQL definitions are read with the
+//! current schema's name removed, so the same schema built under another name compares equal.
 
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Nullable, Text};
 
 use crate::connection::DbConnection;
 
-const HISTORY_TABLE: &str = "__diesel_schema_migrations";
+/// Objects whose names start with this belong to the migration runner, not the schema.
+const BOOKKEEPING_PREFIX: &str = "\\_\\_%";
 
 /// The schema of one database. Lists are sorted, so two catalogs compare with `==`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,6 +111,9 @@ pub struct Constraint {
     pub references: Option<String>,
     /// For a foreign key: `CASCADE`, `RESTRICT`, `SET NULL`, `SET DEFAULT` or `NO ACTION`.
     pub on_delete: Option<String>,
+    /// PostgreSQL: `pg_get_constraintdef`. SQLite: a check's expression as written (the rest is
+    /// in the table's definition).
+    pub definition: String,
 }
 
 /// A trigger.
@@ -214,6 +220,8 @@ mod postgres {
     #[derive(QueryableByName)]
     struct ConstraintRow {
         #[diesel(sql_type = Text)]
+        definition: String,
+        #[diesel(sql_type = Text)]
         table_name: String,
         #[diesel(sql_type = Text)]
         name: String,
@@ -248,39 +256,58 @@ mod postgres {
     }
 
     pub(super) fn read(connection: &mut PgConnection) -> QueryResult<Catalog> {
-        Ok(Catalog {
+        let schema = diesel::sql_query("SELECT current_schema()::text AS line")
+            .get_result::<Line>(connection)?
+            .line;
+        let unqualify = |definition: String| definition.replace(&format!("{schema}."), "");
+        let mut catalog = Catalog {
             tables: tables(connection)?,
             indexes: indexes(connection)?,
             constraints: constraints(connection)?,
             triggers: triggers(connection)?,
             routines: routines(connection)?,
             objects: objects(connection)?,
-        })
+        };
+        for index in &mut catalog.indexes {
+            index.definition = unqualify(std::mem::take(&mut index.definition));
+        }
+        for trigger in &mut catalog.triggers {
+            trigger.definition = unqualify(std::mem::take(&mut trigger.definition));
+        }
+        for routine in &mut catalog.routines {
+            routine.definition = unqualify(std::mem::take(&mut routine.definition));
+        }
+        Ok(catalog)
     }
 
     fn tables(connection: &mut PgConnection) -> QueryResult<Vec<Table>> {
-        let history = super::HISTORY_TABLE;
+        let bookkeeping = super::BOOKKEEPING_PREFIX;
         let table_rows: Vec<TableRow> = diesel::sql_query(
             "SELECT c.relname::text AS name, obj_description(c.oid, 'pg_class') AS comment
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname <> $1",
+             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE $1",
         )
-        .bind::<Text, _>(history)
+        .bind::<Text, _>(bookkeeping)
         .load(connection)?;
         let column_rows: Vec<ColumnRow> = diesel::sql_query(
             "SELECT c.relname::text AS table_name, a.attname::text AS name,
-                    format_type(a.atttypid, a.atttypmod) AS data_type, NOT a.attnotnull AS nullable,
+                    format_type(a.atttypid, a.atttypmod)
+                        || CASE WHEN a.attcollation <> ty.typcollation THEN ' COLLATE ' || co.collname::text ELSE '' END
+                        AS data_type,
+                    NOT a.attnotnull AS nullable,
                     pg_get_expr(d.adbin, d.adrelid) AS default_value,
                     col_description(c.oid, a.attnum) AS comment
              FROM pg_attribute a
              JOIN pg_class c ON c.oid = a.attrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_type ty ON ty.oid = a.atttypid
+             LEFT JOIN pg_collation co ON co.oid = a.attcollation
              LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname <> $1
+             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE $1
                AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY c.relname, a.attnum",
         )
-        .bind::<Text, _>(history)
+        .bind::<Text, _>(bookkeeping)
         .load(connection)?;
         Ok(table_rows
             .into_iter()
@@ -315,9 +342,9 @@ mod postgres {
              JOIN pg_class i ON i.oid = ix.indexrelid
              JOIN pg_class t ON t.oid = ix.indrelid
              JOIN pg_namespace n ON n.oid = t.relnamespace
-             WHERE n.nspname = current_schema() AND t.relname <> $1",
+             WHERE n.nspname = current_schema() AND t.relname NOT LIKE $1",
         )
-        .bind::<Text, _>(super::HISTORY_TABLE)
+        .bind::<Text, _>(super::BOOKKEEPING_PREFIX)
         .load::<IndexRow>(connection)?
         .into_iter()
         .map(|row| Index {
@@ -343,14 +370,16 @@ mod postgres {
                     CASE con.contype WHEN 'f' THEN
                         CASE con.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'r' THEN 'RESTRICT'
                              WHEN 'n' THEN 'SET NULL' WHEN 'd' THEN 'SET DEFAULT' ELSE 'NO ACTION' END
-                    END AS on_delete
+                    END AS on_delete,
+                    pg_get_constraintdef(con.oid)
+                        || coalesce(' COMMENT ' || obj_description(con.oid, 'pg_constraint'), '') AS definition
              FROM pg_constraint con
              JOIN pg_class t ON t.oid = con.conrelid
              JOIN pg_namespace n ON n.oid = t.relnamespace
              LEFT JOIN pg_class r ON r.oid = con.confrelid
-             WHERE n.nspname = current_schema() AND t.relname <> $1 AND con.contype IN ('p', 'f', 'c', 'u', 'x')",
+             WHERE n.nspname = current_schema() AND t.relname NOT LIKE $1 AND con.contype IN ('p', 'f', 'c', 'u', 'x')",
         )
-        .bind::<Text, _>(super::HISTORY_TABLE)
+        .bind::<Text, _>(super::BOOKKEEPING_PREFIX)
         .load::<ConstraintRow>(connection)?
         .into_iter()
         .map(|row| Constraint {
@@ -370,6 +399,7 @@ mod postgres {
             },
             references: row.referenced_table,
             on_delete: row.on_delete,
+            definition: row.definition,
         })
         .collect())
     }
@@ -377,7 +407,8 @@ mod postgres {
     fn triggers(connection: &mut PgConnection) -> QueryResult<Vec<Trigger>> {
         Ok(diesel::sql_query(
             "SELECT t.relname::text AS table_name, tg.tgname::text AS name,
-                    pg_get_triggerdef(tg.oid) AS definition
+                    pg_get_triggerdef(tg.oid) || ' ENABLED ' || tg.tgenabled::text
+                        || coalesce(' COMMENT ' || obj_description(tg.oid, 'pg_trigger'), '') AS definition
              FROM pg_trigger tg
              JOIN pg_class t ON t.oid = tg.tgrelid
              JOIN pg_namespace n ON n.oid = t.relnamespace
@@ -395,7 +426,8 @@ mod postgres {
 
     fn routines(connection: &mut PgConnection) -> QueryResult<Vec<Routine>> {
         Ok(diesel::sql_query(
-            "SELECT p.proname::text AS name, pg_get_functiondef(p.oid) AS definition,
+            "SELECT p.proname::text AS name,
+                    pg_get_functiondef(p.oid) || coalesce(' ACL ' || p.proacl::text, '') AS definition,
                     obj_description(p.oid, 'pg_proc') AS comment
              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
              WHERE n.nspname = current_schema() AND p.prokind IN ('f', 'p')",
@@ -412,9 +444,21 @@ mod postgres {
 
     fn objects(connection: &mut PgConnection) -> QueryResult<Vec<String>> {
         Ok(diesel::sql_query(
-            "SELECT 'relation ' || c.relkind::text || ' ' || c.relname::text AS line
+            "SELECT 'relation ' || c.relkind::text || ' ' || c.relname::text
+                    || ' rls=' || c.relrowsecurity::text || ' force_rls=' || c.relforcerowsecurity::text
+                    || coalesce(' acl=' || c.relacl::text, '') || coalesce(' options=' || c.reloptions::text, '')
+                    || coalesce(' comment=' || obj_description(c.oid, 'pg_class'), '')
+                    || CASE WHEN c.relkind IN ('v', 'm') THEN ' view=' || pg_get_viewdef(c.oid) ELSE '' END AS line
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = current_schema() AND c.relname NOT LIKE $1 || '%'
+             WHERE n.nspname = current_schema() AND c.relname NOT LIKE $1
+             UNION ALL
+             SELECT 'policy ' || p.tablename::text || '.' || p.policyname::text || ' ' || p.cmd || ' '
+                    || array_to_string(p.roles, ',') || ' using=' || coalesce(p.qual, '')
+                    || ' check=' || coalesce(p.with_check, '')
+             FROM pg_policies p WHERE p.schemaname = current_schema()
+             UNION ALL
+             SELECT 'rule ' || r.tablename::text || '.' || r.rulename::text || ' ' || r.definition
+             FROM pg_rules r WHERE r.schemaname = current_schema()
              UNION ALL
              SELECT 'type ' || t.typtype::text || ' ' || t.typname::text
              FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
@@ -424,9 +468,9 @@ mod postgres {
              SELECT 'extension ' || e.extname::text FROM pg_extension e
              UNION ALL
              SELECT 'schema ' || s.nspname::text FROM pg_namespace s
-             WHERE s.nspname NOT LIKE 'pg\\_%' AND s.nspname <> 'information_schema'",
+             WHERE s.nspname NOT LIKE 'pg\\_%' AND s.nspname NOT LIKE $1 AND s.nspname <> 'information_schema'",
         )
-        .bind::<Text, _>(super::HISTORY_TABLE)
+        .bind::<Text, _>(super::BOOKKEEPING_PREFIX)
         .load::<Line>(connection)?
         .into_iter()
         .map(|row| row.line)
@@ -484,6 +528,8 @@ mod sqlite {
         is_unique: bool,
         #[diesel(sql_type = Text)]
         origin: String,
+        #[diesel(sql_type = Bool)]
+        is_partial: bool,
         #[diesel(sql_type = Nullable<Text>)]
         columns: Option<String>,
         #[diesel(sql_type = Nullable<Text>)]
@@ -505,9 +551,9 @@ mod sqlite {
     pub(super) fn read(connection: &mut SqliteConnection) -> QueryResult<Catalog> {
         let master: Vec<MasterRow> = diesel::sql_query(
             "SELECT type AS kind, name, tbl_name AS table_name, sql AS definition FROM sqlite_master
-             WHERE tbl_name <> ? AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name",
+             WHERE tbl_name NOT LIKE ? ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name",
         )
-        .bind::<Text, _>(super::HISTORY_TABLE)
+        .bind::<Text, _>(super::BOOKKEEPING_PREFIX)
         .load(connection)?;
 
         let mut catalog = Catalog::default();
@@ -554,7 +600,7 @@ mod sqlite {
 
     fn read_indexes(connection: &mut SqliteConnection, table: &str, indexes: &mut Vec<Index>) -> QueryResult<()> {
         let rows: Vec<IndexRow> = diesel::sql_query(
-            "SELECT il.name AS name, il.\"unique\" AS is_unique, il.origin AS origin,
+            "SELECT il.name AS name, il.\"unique\" AS is_unique, il.origin AS origin, il.partial AS is_partial,
                     (SELECT group_concat(ii.name, ',') FROM
                         (SELECT name FROM pragma_index_info(il.name) ORDER BY seqno) AS ii) AS columns,
                     m.sql AS definition
@@ -565,10 +611,10 @@ mod sqlite {
         .load(connection)?;
         for row in rows {
             let definition = row.definition.unwrap_or_default();
-            let predicate = definition
-                .to_ascii_uppercase()
-                .find(" WHERE ")
-                .map(|at| definition[at + " WHERE ".len()..].trim().to_owned());
+            // SQLite says whether an index is partial; its predicate is only in the SQL text.
+            let predicate = row
+                .is_partial
+                .then(|| super::index_predicate(&definition).unwrap_or_else(|| "(unparsed)".to_owned()));
             indexes.push(Index {
                 table: table.to_owned(),
                 name: row.name,
@@ -612,6 +658,7 @@ mod sqlite {
                 columns: primary_key,
                 references: None,
                 on_delete: None,
+                definition: String::new(),
             });
         }
 
@@ -633,6 +680,7 @@ mod sqlite {
                 columns,
                 references: Some(parts[0].referenced_table.clone()),
                 on_delete: Some(parts[0].on_delete.clone()),
+                definition: String::new(),
             });
         }
 
@@ -652,17 +700,18 @@ mod sqlite {
 /// SQLite's pragmas report foreign keys and primary keys but not constraint names or checks.
 fn declared_constraints(definition: &str) -> Vec<Constraint> {
     let tokens = tokenize(definition);
+    let words: Vec<String> = tokens.iter().map(|token| token.text.clone()).collect();
     let mut constraints = Vec::new();
     // REFERENCES that belong to a table-level FOREIGN KEY, as opposed to a column's own.
     let mut table_level_references = Vec::new();
-    for (at, token) in tokens.iter().enumerate() {
+    for (at, token) in words.iter().enumerate() {
         let upper = token.to_ascii_uppercase();
         let kind = match upper.as_str() {
             "CHECK" => ConstraintKind::Check,
             "UNIQUE" => ConstraintKind::Unique,
             "PRIMARY" => ConstraintKind::PrimaryKey,
             "FOREIGN" => {
-                if let Some(offset) = tokens[at..]
+                if let Some(offset) = words[at..]
                     .iter()
                     .position(|token| token.eq_ignore_ascii_case("REFERENCES"))
                 {
@@ -673,8 +722,8 @@ fn declared_constraints(definition: &str) -> Vec<Constraint> {
             "REFERENCES" if !table_level_references.contains(&at) => ConstraintKind::ForeignKey,
             _ => continue,
         };
-        let name = if at >= 2 && tokens[at - 2].eq_ignore_ascii_case("CONSTRAINT") {
-            tokens[at - 1].clone()
+        let name = if at >= 2 && words[at - 2].eq_ignore_ascii_case("CONSTRAINT") {
+            words[at - 1].clone()
         } else {
             String::new()
         };
@@ -684,25 +733,30 @@ fn declared_constraints(definition: &str) -> Vec<Constraint> {
             Vec::new()
         } else {
             {
-                let start = tokens[at..]
+                let start = words[at..]
                     .iter()
                     .position(|token| token == "(")
                     .map(|offset| at + offset);
                 let column_list = start.filter(|&start| {
-                    tokens[at + 1..start]
+                    words[at + 1..start]
                         .iter()
                         .all(|token| token.eq_ignore_ascii_case("KEY"))
                 });
                 match column_list {
-                    Some(start) => tokens[start + 1..]
+                    Some(start) => words[start + 1..]
                         .iter()
                         .take_while(|token| *token != ")")
                         .filter(|token| *token != ",")
                         .cloned()
                         .collect(),
-                    None => column_owning(&tokens, at).into_iter().collect(),
+                    None => column_owning(&words, at).into_iter().collect(),
                 }
             }
+        };
+        let definition = if kind == ConstraintKind::Check {
+            parenthesised(definition, &tokens, at + 1).unwrap_or_default()
+        } else {
+            String::new()
         };
         constraints.push(Constraint {
             table: String::new(),
@@ -711,6 +765,7 @@ fn declared_constraints(definition: &str) -> Vec<Constraint> {
             columns,
             references: None,
             on_delete: None,
+            definition,
         });
     }
     constraints
@@ -731,18 +786,25 @@ fn column_owning(tokens: &[String], at: usize) -> Option<String> {
     None
 }
 
+/// A word or a single-character punctuation token, with its byte range in the SQL.
+struct Token {
+    text: String,
+    start: usize,
+    end: usize,
+}
+
 /// Splits SQL into words and single-character punctuation, dropping string literals and
 /// comments and unquoting identifiers.
-fn tokenize(sql: &str) -> Vec<String> {
+fn tokenize(sql: &str) -> Vec<Token> {
     let mut tokens = Vec::new();
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut chars = sql.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
         match c {
             '\'' => {
                 // A string literal; '' inside it is an escaped quote.
-                while let Some(inner) = chars.next() {
+                while let Some((_, inner)) = chars.next() {
                     if inner == '\'' {
-                        if chars.peek() == Some(&'\'') {
+                        if chars.peek().map(|&(_, next)| next) == Some('\'') {
                             chars.next();
                         } else {
                             break;
@@ -752,33 +814,85 @@ fn tokenize(sql: &str) -> Vec<String> {
             }
             '"' | '`' | '[' => {
                 let close = if c == '[' { ']' } else { c };
-                let identifier: String = chars.by_ref().take_while(|&inner| inner != close).collect();
-                tokens.push(identifier);
+                let mut text = String::new();
+                let mut end = sql.len();
+                for (at, inner) in chars.by_ref() {
+                    if inner == close {
+                        end = at + inner.len_utf8();
+                        break;
+                    }
+                    text.push(inner);
+                }
+                tokens.push(Token { text, start, end });
             }
-            '-' if chars.peek() == Some(&'-') => {
-                for inner in chars.by_ref() {
+            '-' if chars.peek().map(|&(_, next)| next) == Some('-') => {
+                for (_, inner) in chars.by_ref() {
                     if inner == '\n' {
                         break;
                     }
                 }
             }
-            '(' | ')' | ',' => tokens.push(c.to_string()),
+            '(' | ')' | ',' => tokens.push(Token {
+                text: c.to_string(),
+                start,
+                end: start + 1,
+            }),
             c if c.is_alphanumeric() || c == '_' => {
-                let mut word = c.to_string();
-                while let Some(&next) = chars.peek() {
+                let mut text = c.to_string();
+                let mut end = start + c.len_utf8();
+                while let Some(&(at, next)) = chars.peek() {
                     if next.is_alphanumeric() || next == '_' || next == '$' {
-                        word.push(next);
+                        text.push(next);
+                        end = at + next.len_utf8();
                         chars.next();
                     } else {
                         break;
                     }
                 }
-                tokens.push(word);
+                tokens.push(Token { text, start, end });
             }
             _ => {}
         }
     }
     tokens
+}
+
+/// The text inside the parentheses that open at token `open`, as written.
+fn parenthesised(sql: &str, tokens: &[Token], open: usize) -> Option<String> {
+    if tokens.get(open)?.text != "(" {
+        return None;
+    }
+    let mut depth = 0_usize;
+    for token in &tokens[open..] {
+        match token.text.as_str() {
+            "(" => depth += 1,
+            ")" => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(sql[tokens[open].end..token.start].trim().to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The WHERE clause of a `CREATE INDEX` statement, as written.
+fn index_predicate(sql: &str) -> Option<String> {
+    let tokens = tokenize(sql);
+    let mut depth = 0_i32;
+    for token in &tokens {
+        match token.text.as_str() {
+            "(" => depth += 1,
+            ")" => depth -= 1,
+            word if depth == 0 && word.eq_ignore_ascii_case("WHERE") => {
+                return Some(sql[token.end..].trim().to_owned());
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
-use url::Url;
 
 /// The embedded database used when nothing is configured, relative to the working directory.
 pub const DEFAULT_SQLITE_PATH: &str = "data/attendance.sqlite3";
@@ -35,6 +34,9 @@ pub const VARIABLES: &[&str] = &[
     "DATABASE_LOCK_TIMEOUT_MS",
     "DATABASE_SQLITE_BUSY_TIMEOUT_MS",
     "DATABASE_APPLICATION_NAME",
+    "DATABASE_MIGRATION_LOCK_WAIT_MS",
+    "DATABASE_MIGRATION_LOCK_TIMEOUT_MS",
+    "DATABASE_MIGRATION_STATEMENT_TIMEOUT_MS",
 ];
 
 const COMPOSED_VARIABLES: &[&str] = &[
@@ -95,7 +97,7 @@ pub struct DatabaseTarget {
     backend: Backend,
     connection_string: SecretString,
     redacted: String,
-    password: Option<SecretString>,
+    secrets: Vec<SecretString>,
     source: &'static str,
     in_memory: bool,
 }
@@ -113,7 +115,7 @@ impl DatabaseTarget {
             backend: Backend::Sqlite,
             connection_string: SecretString::from(path.clone()),
             redacted: path,
-            password: None,
+            secrets: Vec::new(),
             source: "DATABASE_URL",
             in_memory: false,
         }
@@ -130,7 +132,7 @@ impl DatabaseTarget {
             backend: Backend::Sqlite,
             connection_string: SecretString::from(name.clone()),
             redacted: name,
-            password: None,
+            secrets: Vec::new(),
             source: "DATABASE_URL",
             in_memory: true,
         }
@@ -167,59 +169,84 @@ impl DatabaseTarget {
         self.connection_string.expose_secret()
     }
 
-    /// Removes the password, raw or percent-encoded, from a message produced by a driver.
+    /// Removes every password, raw or percent-encoded, from a message produced by a driver.
     #[must_use]
     pub fn scrub(&self, message: &str) -> String {
-        let Some(password) = &self.password else {
-            return message.to_owned();
-        };
-        let raw = password.expose_secret();
-        if raw.is_empty() {
-            return message.to_owned();
+        let mut scrubbed = message.to_owned();
+        for secret in &self.secrets {
+            let raw = secret.expose_secret();
+            scrubbed = scrubbed
+                .replace(&utf8_percent_encode(raw, COMPONENT).to_string(), "***")
+                .replace(raw, "***");
         }
-        let encoded = utf8_percent_encode(raw, COMPONENT).to_string();
-        message.replace(&encoded, "***").replace(raw, "***")
+        scrubbed
     }
 
+    /// Finds the secrets in a PostgreSQL URL and builds its redacted form. The URL itself is left
+    /// to libpq, whose error at start-up names the variable: URLs that libpq accepts but generic
+    /// URL parsers reject (several hosts, an empty host with `?host=/socket`) keep working.
     fn parse_postgres_url(url: &str, variable: &'static str) -> Result<Self, ConfigError> {
-        let parsed = Url::parse(url)
-            .map_err(|error| ConfigError::new(variable, format!("is not a valid PostgreSQL URL ({error})")))?;
-        let mut redacted = parsed.clone();
-        let password = parsed.password().map(|encoded| {
-            let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
-            SecretString::from(decoded.into_owned())
-        });
-        if password.is_some() {
-            // Cannot fail: the URL has a host, or it could not have had a password.
-            let _ = redacted.set_password(Some("***"));
-        }
-        let pairs: Vec<(String, String)> = parsed
-            .query_pairs()
-            .map(|(key, value)| {
-                let value = if key == "password" {
-                    "***".into()
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(ConfigError::new(variable, "is not a postgres:// or postgresql:// URL"));
+        };
+        let mut secrets = Vec::new();
+        let mut redacted = format!("{scheme}://");
+        // The user information ends at the last '@', so a password with a raw '/', '?' or '@'
+        // is still hidden (at worst more than the password is).
+        let location = match rest.rfind('@') {
+            Some(at) => {
+                let userinfo = &rest[..at];
+                if let Some((user, password)) = userinfo.split_once(':') {
+                    secrets.push(password.to_owned());
+                    secrets.push(percent_decode(password));
+                    redacted.push_str(user);
+                    redacted.push_str(":***@");
                 } else {
-                    value.into_owned()
-                };
-                (key.into_owned(), value)
-            })
-            .collect();
-        if !pairs.is_empty() {
-            redacted.query_pairs_mut().clear().extend_pairs(pairs);
+                    redacted.push_str(userinfo);
+                    redacted.push('@');
+                }
+                &rest[at + 1..]
+            }
+            None => rest,
+        };
+        match location.split_once('?') {
+            Some((path, query)) => {
+                redacted.push_str(path);
+                redacted.push('?');
+                let pairs: Vec<String> = query
+                    .split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some(("password", value)) => {
+                            secrets.push(value.to_owned());
+                            secrets.push(percent_decode(value));
+                            "password=***".to_owned()
+                        }
+                        _ => pair.to_owned(),
+                    })
+                    .collect();
+                redacted.push_str(&pairs.join("&"));
+            }
+            None => redacted.push_str(location),
         }
-        let query_password = parsed
-            .query_pairs()
-            .find(|(key, _)| key == "password")
-            .map(|(_, value)| SecretString::from(value.into_owned()));
         Ok(Self {
             backend: Backend::Postgres,
             connection_string: SecretString::from(url.to_owned()),
-            redacted: redacted.to_string(),
-            password: password.or(query_password),
+            redacted,
+            secrets: secrets
+                .into_iter()
+                .filter(|secret| !secret.is_empty())
+                .map(SecretString::from)
+                .collect(),
             source: variable,
             in_memory: false,
         })
     }
+}
+
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 impl fmt::Debug for DatabaseTarget {
@@ -297,7 +324,34 @@ impl Default for SessionSettings {
     }
 }
 
-/// Everything needed to open a [`crate::Database`].
+/// Settings of the start-up migration runner, [`crate::migrator::Migrator`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationSettings {
+    /// `DATABASE_MIGRATION_LOCK_WAIT_MS`: how long a runner waits for another runner's lock
+    /// before giving up and naming the holder (default 60 s).
+    pub lock_wait: Duration,
+    /// How often a waiting runner tries the lock again (100 ms).
+    pub lock_poll_interval: Duration,
+    /// `DATABASE_MIGRATION_LOCK_TIMEOUT_MS`: PostgreSQL `lock_timeout` for migration sessions, so
+    /// a migration never queues behind application locks for long (default 5 s).
+    pub lock_timeout: Duration,
+    /// `DATABASE_MIGRATION_STATEMENT_TIMEOUT_MS`: PostgreSQL `statement_timeout` for migration
+    /// sessions (default 15 min; 0 disables).
+    pub statement_timeout: Duration,
+}
+
+impl Default for MigrationSettings {
+    fn default() -> Self {
+        Self {
+            lock_wait: Duration::from_secs(60),
+            lock_poll_interval: Duration::from_millis(100),
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Everything needed to open a [`crate::Database`] and migrate it.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     /// Where the database is.
@@ -306,16 +360,19 @@ pub struct DatabaseConfig {
     pub pool: PoolSettings,
     /// What every connection is set up with.
     pub session: SessionSettings,
+    /// How the start-up migration runner behaves.
+    pub migration: MigrationSettings,
 }
 
 impl DatabaseConfig {
-    /// A configuration for `target` with default pool and session settings.
+    /// A configuration for `target` with default pool, session and migration settings.
     #[must_use]
     pub fn new(target: DatabaseTarget) -> Self {
         Self {
             target,
             pool: PoolSettings::default(),
             session: SessionSettings::default(),
+            migration: MigrationSettings::default(),
         }
     }
 
@@ -343,7 +400,7 @@ impl DatabaseConfig {
             }
             parse_database_url(url.trim())?
         } else if COMPOSED_VARIABLES.iter().any(|name| get(name).is_some()) {
-            compose_postgres_url(&get)?
+            compose_postgres_url(&get, &lookup)?
         } else {
             let mut target = DatabaseTarget::sqlite_file(DEFAULT_SQLITE_PATH);
             target.source = "default";
@@ -377,7 +434,20 @@ impl DatabaseConfig {
                 .unwrap_or(defaults.sqlite_busy_timeout),
             application_name: get("DATABASE_APPLICATION_NAME").unwrap_or(defaults.application_name),
         };
-        Ok(Self { target, pool, session })
+        let defaults = MigrationSettings::default();
+        let migration = MigrationSettings {
+            lock_wait: millis(&get, "DATABASE_MIGRATION_LOCK_WAIT_MS", 0)?.unwrap_or(defaults.lock_wait),
+            lock_poll_interval: defaults.lock_poll_interval,
+            lock_timeout: millis(&get, "DATABASE_MIGRATION_LOCK_TIMEOUT_MS", 0)?.unwrap_or(defaults.lock_timeout),
+            statement_timeout: millis(&get, "DATABASE_MIGRATION_STATEMENT_TIMEOUT_MS", 0)?
+                .unwrap_or(defaults.statement_timeout),
+        };
+        Ok(Self {
+            target,
+            pool,
+            session,
+            migration,
+        })
     }
 }
 
@@ -395,16 +465,17 @@ fn parse_database_url(url: &str) -> Result<DatabaseTarget, ConfigError> {
     }
     let path = if let Some(path) = url.strip_prefix("sqlite://") {
         path
-    } else if let Some((scheme, _)) = url.split_once("://") {
+    } else if let Some(path) = url.strip_prefix("sqlite:") {
+        path
+    } else if let Some(scheme) = url_scheme(url) {
+        // Anything else that starts like a URL is a mistake, not a file name: treating it as a
+        // path would create a stray SQLite file, and echo a password in the error.
         return Err(ConfigError::new(
             VARIABLE,
-            format!(
-                "has unknown scheme \"{}\": expected postgres://, postgresql://, sqlite:// or a file path",
-                scheme.chars().take(20).collect::<String>()
-            ),
+            format!("has unknown scheme \"{scheme}\": expected postgres://, postgresql://, sqlite:// or a file path"),
         ));
     } else {
-        url.strip_prefix("sqlite:").unwrap_or(url)
+        url
     };
     if path.is_empty() {
         return Err(ConfigError::new(VARIABLE, "names no SQLite file"));
@@ -412,12 +483,32 @@ fn parse_database_url(url: &str) -> Result<DatabaseTarget, ConfigError> {
     Ok(DatabaseTarget::sqlite_file(PathBuf::from(path)))
 }
 
-fn compose_postgres_url(get: &impl Fn(&str) -> Option<String>) -> Result<DatabaseTarget, ConfigError> {
+/// The scheme of a value that starts like a URL (`letters:`), if it does. A single letter is a
+/// Windows drive, not a scheme.
+fn url_scheme(value: &str) -> Option<&str> {
+    let (scheme, _) = value.split_once(':')?;
+    let mut chars = scheme.chars();
+    let starts_with_letter = chars.next().is_some_and(|first| first.is_ascii_alphabetic());
+    let rest_is_scheme = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    (starts_with_letter && rest_is_scheme && scheme.len() > 1).then(|| &scheme[..scheme.len().min(20)])
+}
+
+fn compose_postgres_url(
+    get: &impl Fn(&str) -> Option<String>,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<DatabaseTarget, ConfigError> {
+    // Errors name the first variable set, which chose PostgreSQL.
+    let source = COMPOSED_VARIABLES
+        .iter()
+        .copied()
+        .find(|name| get(name).is_some())
+        .unwrap_or("DATABASE_HOST");
     let host = get("DATABASE_HOST");
     let port = number(get, "DATABASE_PORT", 1, u32::from(u16::MAX))?;
     let name = get("DATABASE_NAME");
     let user = get("DATABASE_USER");
-    let password = get("DATABASE_PASSWORD");
+    // A password may be all spaces; only an empty one counts as unset.
+    let password = lookup("DATABASE_PASSWORD").filter(|password| !password.is_empty());
     let sslmode = get("DATABASE_SSLMODE");
     if let Some(mode) = &sslmode
         && !SSL_MODES.contains(&mode.as_str())
@@ -484,8 +575,8 @@ fn compose_postgres_url(get: &impl Fn(&str) -> Option<String>) -> Result<Databas
         backend: Backend::Postgres,
         connection_string: SecretString::from(connection_string),
         redacted,
-        password: password.map(SecretString::from),
-        source: "DATABASE_HOST",
+        secrets: password.into_iter().map(SecretString::from).collect(),
+        source,
         in_memory: false,
     })
 }
@@ -663,9 +754,14 @@ mod tests {
             "unknown scheme \"mysql\"",
         );
         check_error(
-            &[("DATABASE_URL", "postgres://app:pw@db:notaport/app")],
+            &[("DATABASE_URL", "app:s3cr3t@db.internal/attendance")],
             "DATABASE_URL",
-            "not a valid",
+            "unknown scheme \"app\"",
+        );
+        check_error(
+            &[("DATABASE_URL", "postgres:attendance")],
+            "DATABASE_URL",
+            "unknown scheme \"postgres\"",
         );
         check_error(&[("DATABASE_URL", "sqlite://")], "DATABASE_URL", "names no SQLite file");
         check_error(
@@ -773,8 +869,23 @@ mod tests {
                 "could not connect with *** or ***"
             );
         }
-        let error = config(&[("DATABASE_URL", "postgres://app:s3cr3t@db:x/app")]).expect_err("bad port");
-        assert!(!error.to_string().contains("s3cr3t"), "{error}");
+        for url in [
+            "postgres://app:s3cr3t@db:x/app",
+            "postgres://app:s3cr/3t@db/app",
+            "postgres://app:s3cr3t@/app?host=/var/run/postgresql",
+            "postgres://app:s3cr3t@db/app?sslmode=require&password=s3cr3t2",
+            "postgresql://h1:5432,h2:5432/app?user=app&password=s3cr3t",
+        ] {
+            let target = config(&[("DATABASE_URL", url)])
+                .expect("libpq validates the rest")
+                .target;
+            assert!(!target.redacted().contains("s3cr"), "{}", target.redacted());
+            assert_eq!(
+                target.scrub(&format!("driver said {url}")).matches("s3cr").count(),
+                0,
+                "{url}"
+            );
+        }
         let error = config(&[("DATABASE_URL", "redis://:s3cr3t@cache")]).expect_err("bad scheme");
         assert!(!error.to_string().contains("s3cr3t"), "{error}");
     }

@@ -123,6 +123,34 @@ impl ManageConnection for ConnectionManager {
     }
 }
 
+/// Switches a new database to WAL (the mode is stored in the file, so later connections find it
+/// set). The switch needs the database to itself and SQLite reports "database is locked" at once,
+/// without waiting `busy_timeout`, when other connections open it at the same moment: retry
+/// within the busy timeout. In-memory databases stay in their own mode.
+fn use_write_ahead_log(sqlite: &mut SqliteConnection, busy_timeout: Duration) -> QueryResult<()> {
+    #[derive(QueryableByName)]
+    struct JournalMode {
+        #[diesel(sql_type = Text)]
+        journal_mode: String,
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let mode = diesel::sql_query("PRAGMA journal_mode")
+            .get_result::<JournalMode>(sqlite)?
+            .journal_mode;
+        if mode.eq_ignore_ascii_case("wal") || mode.eq_ignore_ascii_case("memory") {
+            return Ok(());
+        }
+        match diesel::sql_query("PRAGMA journal_mode = WAL").get_result::<JournalMode>(sqlite) {
+            Ok(_) => return Ok(()),
+            Err(error) if error.to_string().contains("locked") && started.elapsed() < busy_timeout => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Without `connect_timeout`, libpq waits for the operating system's TCP timeout (minutes) when
 /// a host does not answer.
 fn with_connect_timeout(url: &str, timeout: Duration) -> String {
@@ -172,14 +200,11 @@ fn apply_session_settings(connection: &mut DbConnection, session: &SessionSettin
         }
         DbConnection::Sqlite(sqlite) => {
             // PRAGMA takes no bound parameters; the only interpolated value is an integer.
-            // busy_timeout comes first so that switching to WAL waits for other connections.
             sqlite.batch_execute(&format!(
-                "PRAGMA busy_timeout = {};\
-                 PRAGMA foreign_keys = ON;\
-                 PRAGMA journal_mode = WAL;\
-                 PRAGMA synchronous = NORMAL;",
+                "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
                 session.sqlite_busy_timeout.as_millis()
             ))?;
+            use_write_ahead_log(sqlite, session.sqlite_busy_timeout)?;
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ use diesel::r2d2::{HandleError, Pool, PooledConnection};
 
 use crate::config::{Backend, DatabaseConfig, DatabaseTarget};
 use crate::connection::{ConnectError, ConnectionManager, DbConnection};
+use crate::migrator::{MigrationReport, Migrator};
 
 /// A pooled connection borrowed from a [`Database`].
 pub type Connection = PooledConnection<ConnectionManager>;
@@ -75,6 +76,19 @@ impl Database {
     /// Borrows a connection, waiting at most the configured connection timeout.
     pub fn get(&self) -> Result<Connection, PoolError> {
         checkout(&self.pool, &self.config.target)
+    }
+
+    /// Brings the database to the current schema with the embedded migrations: the call every
+    /// service makes at start-up. At head it costs one query on a pooled connection.
+    pub fn migrate(&self) -> Result<MigrationReport, crate::Error> {
+        let mut connection = self.get()?;
+        Ok(self.migrator().run(&mut connection)?)
+    }
+
+    /// The start-up migration runner for this database's backend and settings.
+    #[must_use]
+    pub fn migrator(&self) -> Migrator {
+        Migrator::embedded(self.backend(), self.config.migration.clone())
     }
 
     /// Which engine the pool talks to.

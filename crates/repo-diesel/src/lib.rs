@@ -5,12 +5,14 @@ pub mod config;
 pub mod connection;
 pub mod database;
 pub mod migrations;
+pub mod migrator;
 
 pub use catalog::Catalog;
 pub use config::{Backend, ConfigError, DatabaseConfig, DatabaseTarget};
 pub use connection::{ConnectError, DbConnection};
 pub use database::{Connection, Database, PoolError};
-pub use migrations::MigrationError;
+pub use migrations::{MigrationError, MigrationSet};
+pub use migrator::{MigrationReport, MigrationStatus, Migrator, MigratorError};
 
 // Linked for their `bundled` / `vendored` features only: they make the workspace build with no
 // system libpq, libsqlite3 or OpenSSL.
@@ -27,7 +29,10 @@ pub enum Error {
     /// The database could not be reached.
     #[error(transparent)]
     Pool(#[from] PoolError),
-    /// A migration could not be applied or reverted.
+    /// A migration could not be read, applied or reverted.
     #[error(transparent)]
     Migration(#[from] MigrationError),
+    /// The start-up migration runner refused or failed.
+    #[error(transparent)]
+    Migrator(#[from] MigratorError),
 }

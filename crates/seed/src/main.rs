@@ -2,48 +2,71 @@
 //!
 //! With nothing configured it creates the embedded SQLite database; `DATABASE_URL` or the
 //! `DATABASE_*` variables point it at PostgreSQL. Realistic data generation comes with the seed
-//! issue; today the binary applies migrations and prints the schema version.
+//! issue; today the binary runs the start-up migration runner and the operator operations around
+//! it.
 
 use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clap::Parser;
 use repo_diesel::config::DEFAULT_SQLITE_PATH;
-use repo_diesel::{Database, DatabaseConfig, migrations};
+use repo_diesel::migrator::MigrationStatus;
+use repo_diesel::{Database, DatabaseConfig};
 use tracing_subscriber::EnvFilter;
 
+/// Migrates the configured database (the embedded SQLite file when none is configured).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Options {
+    /// Apply pending migrations and exit: a release step for deploy pipelines.
+    #[arg(long)]
+    migrate_only: bool,
+    /// Print the migration status and exit; the exit code is 0 only at head.
+    #[arg(long, conflicts_with_all = ["migrate_only", "baseline", "accept_checksum", "clear_dirty"])]
+    status: bool,
+    /// Record the migration history of a database built without it, after verifying that its
+    /// schema is exactly what the migrations create.
+    #[arg(long, conflicts_with_all = ["accept_checksum", "clear_dirty"])]
+    baseline: bool,
+    /// Accept an intended edit of an applied migration by recording its current checksums.
+    #[arg(long, value_name = "MIGRATION")]
+    accept_checksum: Option<String>,
+    /// Clear the dirty marker of a migration that failed outside a transaction, after repairing
+    /// the schema by hand; the migration then runs again.
+    #[arg(long, value_name = "MIGRATION")]
+    clear_dirty: Option<String>,
+}
+
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
+    let options = Options::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(&options) {
+        Ok(code) => code,
         Err(error) => {
-            // One line of cause chain, without a backtrace even when RUST_BACKTRACE is set.
+            // The cause chain on one line, without a backtrace even when RUST_BACKTRACE is set.
             let _ = writeln!(std::io::stderr(), "error: {error:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
-
+fn run(options: &Options) -> anyhow::Result<ExitCode> {
     let config = DatabaseConfig::from_env()?;
     if config.target.source() == "default" {
         // The embedded default lives under data/, which a fresh clone does not have yet.
-        let directory = std::path::Path::new(DEFAULT_SQLITE_PATH)
-            .parent()
-            .unwrap_or(std::path::Path::new("."));
+        let directory = Path::new(DEFAULT_SQLITE_PATH).parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(directory).with_context(|| format!("cannot create {}", directory.display()))?;
     }
     let database = Database::connect(config)?;
+    let migrator = database.migrator();
     let mut connection = database.get()?;
-    let applied = migrations::run_pending_migrations(&mut connection)?;
-    let version = migrations::schema_version(&mut connection)?;
-
-    let target = &database.config().target;
     let mut out = std::io::stdout().lock();
+    let target = &database.config().target;
     writeln!(
         out,
         "database:        {} ({}, from {})",
@@ -51,17 +74,98 @@ fn run() -> anyhow::Result<()> {
         target.backend(),
         target.source()
     )?;
-    writeln!(out, "applied now:     {}", applied.len())?;
-    for migration in &applied {
-        writeln!(out, "                 {}", migration.name)?;
+
+    if options.status {
+        let status = migrator.status(&mut connection)?;
+        print_status(&mut out, &status)?;
+        return Ok(if status.is_at_head() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    if let Some(migration) = &options.accept_checksum {
+        migrator.accept_checksum(&mut connection, migration)?;
+        writeln!(out, "accepted the edited checksums of {migration}")?;
+    }
+    if let Some(migration) = &options.clear_dirty {
+        migrator.clear_dirty(&mut connection, migration)?;
+        writeln!(out, "cleared the dirty marker of {migration}; it will run again")?;
+    }
+    if options.baseline {
+        let recorded = migrator.baseline(&mut connection)?;
+        writeln!(
+            out,
+            "baseline:        recorded {} migrations after verifying the schema",
+            recorded.len()
+        )?;
+    }
+
+    let report = migrator.run(&mut connection)?;
+    writeln!(out, "applied now:     {}", report.applied.len())?;
+    for applied in &report.applied {
+        writeln!(
+            out,
+            "                 {} ({} ms)",
+            applied.migration,
+            applied.duration.as_millis()
+        )?;
+    }
+    if !report.checksums_recorded.is_empty() {
+        writeln!(
+            out,
+            "checksums:       recorded for {} migrations applied outside the runner",
+            report.checksums_recorded.len()
+        )?;
     }
     writeln!(
         out,
         "schema version:  {}",
-        version.map_or_else(
+        report.version.map_or_else(
             || "none".to_owned(),
             |migration| format!("{} ({})", migration.version, migration.name)
         )
     )?;
+    if options.migrate_only {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Data generation arrives with the seed issue.
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(out: &mut impl std::io::Write, status: &MigrationStatus) -> std::io::Result<()> {
+    let names = |list: &[repo_diesel::migrations::MigrationInfo]| {
+        if list.is_empty() {
+            "none".to_owned()
+        } else {
+            list.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        }
+    };
+    writeln!(out, "at head:         {}", status.is_at_head())?;
+    writeln!(out, "applied:         {}", status.applied.len())?;
+    writeln!(out, "pending:         {}", names(&status.pending))?;
+    writeln!(out, "dirty:           {}", names(&status.dirty))?;
+    let edited: Vec<String> = status
+        .checksum_mismatches
+        .iter()
+        .map(|mismatch| format!("{} ({})", mismatch.migration, mismatch.file))
+        .collect();
+    writeln!(
+        out,
+        "edited:          {}",
+        if edited.is_empty() {
+            "none".to_owned()
+        } else {
+            edited.join(", ")
+        }
+    )?;
+    writeln!(out, "no checksum yet: {}", names(&status.unrecorded))?;
+    if !status.unknown.is_empty() {
+        writeln!(
+            out,
+            "unknown:         {} (the database is newer than this code)",
+            status.unknown.join(", ")
+        )?;
+    }
     Ok(())
 }

@@ -32,11 +32,11 @@ CREATE TABLE users (
     deletion_batch_id uuid,
     CONSTRAINT pk_users PRIMARY KEY (id),
     CONSTRAINT chk_users_email_lowercase CHECK (email = lower(email)),
-    CONSTRAINT chk_users_email_length CHECK (length(email) BETWEEN 3 AND 254),
+    CONSTRAINT chk_users_email_length CHECK (length(email) >= 3 AND length(email) <= 254),
     CONSTRAINT chk_users_email_format CHECK (
         email LIKE '_%@_%' AND email NOT LIKE '%@%@%' AND email NOT LIKE '% %'
     ),
-    CONSTRAINT chk_users_full_name_length CHECK (length(full_name) BETWEEN 1 AND 200),
+    CONSTRAINT chk_users_full_name_length CHECK (length(full_name) >= 1 AND length(full_name) <= 200),
     CONSTRAINT chk_users_full_name_trimmed CHECK (full_name = trim(full_name)),
     CONSTRAINT chk_users_hashed_password_format CHECK (hashed_password LIKE '$argon2id$%'),
     CONSTRAINT chk_users_updated_after_created CHECK (updated_at >= created_at),
