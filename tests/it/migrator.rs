@@ -42,8 +42,12 @@ fn create_widgets() -> SqlMigration {
     )
 }
 
+fn set(migrations: Vec<SqlMigration>) -> MigrationSet {
+    MigrationSet::new(migrations).expect("a valid migration set")
+}
+
 fn runner(migrations: Vec<SqlMigration>) -> Migrator {
-    Migrator::new(MigrationSet::new(migrations), MigrationSettings::default())
+    Migrator::new(set(migrations), MigrationSettings::default())
 }
 
 /// Writes a migration set as diesel migration folders, for the runner processes.
@@ -124,10 +128,7 @@ on_both_backends!(a_database_behind_gets_only_the_pending_migrations, behind_dat
 fn behind_database(database: &ScratchDatabase) {
     let mut connection = database.connect();
     let full = embedded(database);
-    let first_two = Migrator::new(
-        MigrationSet::new(full.set().migrations()[..2].to_vec()),
-        MigrationSettings::default(),
-    );
+    let first_two = Migrator::new(set(full.set().migrations()[..2].to_vec()), MigrationSettings::default());
     assert_eq!(first_two.run(&mut connection).expect("first two").applied.len(), 2);
 
     let report = full.run(&mut connection).expect("the rest");
@@ -462,7 +463,7 @@ fn migration_sessions_have_their_own_timeouts_on_postgres() {
         ..MigrationSettings::default()
     };
     let mut connection = database.connect();
-    Migrator::new(MigrationSet::new(vec![create_widgets(), record]), settings.clone())
+    Migrator::new(set(vec![create_widgets(), record]), settings.clone())
         .run(&mut connection)
         .expect("run");
     assert_eq!(
@@ -493,7 +494,7 @@ fn migration_sessions_have_their_own_timeouts_on_postgres() {
         ..settings
     };
     let started = Instant::now();
-    let error = Migrator::new(MigrationSet::new(vec![create_widgets(), alter]), settings)
+    let error = Migrator::new(set(vec![create_widgets(), alter.clone()]), settings)
         .run(&mut connection)
         .expect_err("lock timeout");
     assert!(error.to_string().contains("lock timeout"), "{error}");
@@ -503,6 +504,71 @@ fn migration_sessions_have_their_own_timeouts_on_postgres() {
         started.elapsed()
     );
     application.batch_execute("ROLLBACK").expect("release");
+}
+
+on_both_backends!(
+    a_migration_reverted_with_the_diesel_cli_is_applied_again,
+    reverted_by_cli
+);
+
+fn reverted_by_cli(database: &ScratchDatabase) {
+    let add_color = migration(
+        "2000-01-01-000002_add_color",
+        "ALTER TABLE widgets ADD COLUMN color TEXT;",
+        "ALTER TABLE widgets DROP COLUMN color;",
+    );
+    let migrator = runner(vec![create_widgets(), add_color]);
+    let mut connection = database.connect();
+    migrator.run(&mut connection).expect("run");
+    migrations::revert_migration(&mut connection, migrator.set(), "2000-01-01-000002_add_color")
+        .expect("revert as the CLI does");
+
+    let status = migrator.status(&mut connection).expect("status");
+    assert!(!status.is_at_head(), "{status:?}");
+    assert_eq!(status.pending.len(), 1);
+    let report = migrator.run(&mut connection).expect("run again");
+    assert_eq!(report.applied.len(), 1, "{report:?}");
+    assert!(migrator.status(&mut connection).expect("status").is_at_head());
+    connection
+        .batch_execute("UPDATE widgets SET color = 'red'")
+        .expect("the column is back");
+}
+
+on_both_backends!(a_dirty_marker_from_another_release_can_be_cleared, unknown_dirty);
+
+fn unknown_dirty(database: &ScratchDatabase) {
+    let migrator = runner(vec![create_widgets()]);
+    let mut connection = database.connect();
+    migrator.run(&mut connection).expect("run");
+    connection
+        .batch_execute(
+            "INSERT INTO __migration_state (version, up_checksum, down_checksum, state) VALUES ('20990101000000', 'x', 'x', 'dirty')",
+        )
+        .expect("a marker left by a newer release");
+    let error = migrator.run(&mut connection).expect_err("blocked");
+    assert!(
+        error.to_string().contains("seed --clear-dirty 20990101000000"),
+        "{error}"
+    );
+    migrator
+        .clear_dirty(&mut connection, "20990101000000")
+        .expect("the advice in the message works");
+    assert!(migrator.run(&mut connection).is_ok());
+}
+
+#[test]
+fn two_migrations_with_one_version_are_refused() {
+    let error = MigrationSet::new(vec![
+        create_widgets(),
+        migration("2000-01-01-000001_also_first", "SELECT 1;", "SELECT 1;"),
+    ])
+    .expect_err("duplicate");
+    assert!(error.to_string().contains("same version"), "{error}");
+    let directory = write_set(&[
+        create_widgets(),
+        migration("2000-01-01-000001_also_first", "SELECT 1;", "SELECT 1;"),
+    ]);
+    assert!(MigrationSet::from_dir(directory.path()).is_err());
 }
 
 /// Starts `processes` runner processes together against one database and returns what each
@@ -562,7 +628,7 @@ fn eight_processes_migrate_an_empty_postgres_database_at_once() {
     let Some(database) = ScratchDatabase::postgres() else {
         return;
     };
-    let set = MigrationSet::new(vec![
+    let set = set(vec![
         create_widgets(),
         outside_transaction(
             "2000-01-01-000002_index_widgets_concurrently",
@@ -598,7 +664,7 @@ fn eight_processes_migrate_an_empty_postgres_database_at_once() {
 #[test]
 fn eight_processes_migrate_an_empty_sqlite_database_at_once() {
     let database = ScratchDatabase::sqlite_file();
-    let set = MigrationSet::new(vec![
+    let set = set(vec![
         create_widgets(),
         migration(
             "2000-01-01-000002_add_color",

@@ -79,7 +79,8 @@ impl Database {
     }
 
     /// Brings the database to the current schema with the embedded migrations: the call every
-    /// service makes at start-up. At head it costs one query on a pooled connection.
+    /// service makes at start-up. At head it costs one query on a pooled connection (two round
+    /// trips with the pool's checkout ping).
     pub fn migrate(&self) -> Result<MigrationReport, crate::Error> {
         let mut connection = self.get()?;
         Ok(self.migrator().run(&mut connection)?)

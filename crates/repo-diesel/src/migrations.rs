@@ -220,7 +220,7 @@ impl MigrationSet {
                     .expect("build.rs embeds only migration folders with valid names")
             })
             .collect();
-        Self { migrations }
+        Self::new(migrations).expect("build.rs embeds no two migrations with one version")
     }
 
     /// Reads a directory of diesel migration folders (`<version>_<name>/up.sql`, `down.sql`,
@@ -260,14 +260,20 @@ impl MigrationSet {
                 run_in_transaction,
             )?);
         }
-        Ok(Self { migrations })
+        Self::new(migrations)
     }
 
-    /// A set of the given migrations, sorted by version.
-    #[must_use]
-    pub fn new(mut migrations: Vec<SqlMigration>) -> Self {
+    /// A set of the given migrations, sorted by version. Two migrations with one version are an
+    /// error: diesel records versions only, so one of them would silently never run.
+    pub fn new(mut migrations: Vec<SqlMigration>) -> Result<Self, MigrationError> {
         migrations.sort_by(|a, b| a.version.cmp(&b.version));
-        Self { migrations }
+        if let Some(pair) = migrations.windows(2).find(|pair| pair[0].version == pair[1].version) {
+            return Err(MigrationError::DuplicateVersion(
+                pair[0].name().to_owned(),
+                pair[1].name().to_owned(),
+            ));
+        }
+        Ok(Self { migrations })
     }
 
     /// The migrations, oldest first.
@@ -300,6 +306,9 @@ pub enum MigrationError {
     /// A migration file could not be read.
     #[error("cannot read migration file {0}")]
     Read(String),
+    /// Two migrations share a version.
+    #[error("migrations {0} and {1} have the same version")]
+    DuplicateVersion(String, String),
     /// No migration in the set has this version or name.
     #[error("no migration named {0}")]
     Unknown(String),

@@ -285,39 +285,47 @@ impl Migrator {
         self.with_lock(connection, work)
     }
 
-    /// Accepts an intended edit of an applied migration: records the current checksums.
+    /// Accepts an intended edit of an applied migration: records the current checksums. Takes
+    /// the runner lock, so it cannot race a runner.
     pub fn accept_checksum(&self, connection: &mut DbConnection, migration: &str) -> Result<(), MigratorError> {
-        let migration = self.known(migration)?;
-        let updated = diesel::sql_query(
-            "UPDATE __migration_state SET up_checksum = $1, down_checksum = $2 WHERE version = $3 AND state = 'applied'",
-        )
-        .bind::<Text, _>(migration.up_checksum())
-        .bind::<Text, _>(migration.down_checksum())
-        .bind::<Text, _>(migration.version())
-        .execute(connection)?;
-        if updated == 0 {
-            return Err(MigratorError::Operation(format!(
-                "migration {migration} has no recorded checksum to accept"
-            )));
-        }
-        tracing::warn!(%migration, "accepted an edit of an applied migration");
-        Ok(())
+        let migration = self.known(migration)?.clone();
+        self.with_lock(connection, |_, connection| {
+            let updated = diesel::sql_query(
+                "UPDATE __migration_state SET up_checksum = $1, down_checksum = $2 WHERE version = $3 AND state = 'applied'",
+            )
+            .bind::<Text, _>(migration.up_checksum())
+            .bind::<Text, _>(migration.down_checksum())
+            .bind::<Text, _>(migration.version())
+            .execute(connection)?;
+            if updated == 0 {
+                return Err(MigratorError::Operation(format!("migration {migration} has no recorded checksum to accept")));
+            }
+            tracing::warn!(%migration, "accepted an edit of an applied migration");
+            Ok(())
+        })
     }
 
     /// Clears the dirty marker of a migration that ran outside a transaction and failed, after
-    /// an operator repaired the schema. The migration is pending again.
+    /// an operator repaired the schema; the migration is pending again. Takes the runner lock, so
+    /// a migration that is still running cannot be cleared. Accepts a version this code does not
+    /// know (a marker left by another release).
     pub fn clear_dirty(&self, connection: &mut DbConnection, migration: &str) -> Result<(), MigratorError> {
-        let migration = self.known(migration)?;
-        let cleared = diesel::sql_query("DELETE FROM __migration_state WHERE version = $1 AND state = 'dirty'")
-            .bind::<Text, _>(migration.version())
-            .execute(connection)?;
-        if cleared == 0 {
-            return Err(MigratorError::Operation(format!(
-                "migration {migration} is not marked dirty"
-            )));
-        }
-        tracing::warn!(%migration, "cleared a dirty marker; the migration is pending again");
-        Ok(())
+        let version = match self.set.find(migration) {
+            Some(known) => known.version().to_owned(),
+            None => migration.split('_').next().unwrap_or_default().replace('-', ""),
+        };
+        self.with_lock(connection, |_, connection| {
+            let cleared = diesel::sql_query("DELETE FROM __migration_state WHERE version = $1 AND state = 'dirty'")
+                .bind::<Text, _>(&version)
+                .execute(connection)?;
+            if cleared == 0 {
+                return Err(MigratorError::Operation(format!(
+                    "migration {migration} is not marked dirty"
+                )));
+            }
+            tracing::warn!(%migration, "cleared a dirty marker; the migration is pending again");
+            Ok(())
+        })
     }
 
     fn known(&self, migration: &str) -> Result<&SqlMigration, MigratorError> {
@@ -372,7 +380,6 @@ impl Migrator {
         let mut applied_rows: Vec<&StateRow> = rows.iter().collect();
         applied_rows.sort_by(|a, b| a.version.cmp(&b.version));
         for row in applied_rows {
-            seen.insert(row.version.clone());
             let migration = self.set.find(&row.version);
             let info = migration.map_or_else(
                 || MigrationInfo {
@@ -382,12 +389,16 @@ impl Migrator {
                 SqlMigration::info,
             );
             if row.state.as_deref() == Some("dirty") {
+                seen.insert(row.version.clone());
                 status.dirty.push(info);
                 continue;
             }
             if !row.in_history {
-                continue; // A state row whose history row is gone: the diesel CLI reverted it.
+                // A state row whose history row is gone: the diesel CLI reverted the migration,
+                // so it is pending again (applying it replaces the stale row).
+                continue;
             }
+            seen.insert(row.version.clone());
             status.applied.push(info.clone());
             let Some(migration) = migration else {
                 status.unknown.push(row.version.clone());
@@ -500,14 +511,16 @@ impl Migrator {
         .bind::<Text, _>(format!("{}ms", self.settings.lock_timeout.as_millis()))
         .get_result(connection)?;
         let outcome = acquire_postgres_lock(connection, &self.settings).and_then(|()| {
-            let outcome = work(self, connection);
+            // A panic in `work` must not leave the lock held by a connection that goes back to a
+            // pool: release it, then let the panic go on.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(self, connection)));
             let unlocked = diesel::sql_query("SELECT pg_advisory_unlock($1) AS value")
                 .bind::<BigInt, _>(LOCK_KEY)
                 .get_result::<Flag>(connection);
             if let Err(error) = unlocked {
                 tracing::warn!(%error, "could not release the migration lock; it ends with the session");
             }
-            outcome
+            outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         });
         let restored = diesel::sql_query(
             "SELECT set_config('statement_timeout', $1, false) AS statement_timeout,
@@ -762,10 +775,14 @@ fn transaction<T>(
         Backend::Sqlite => "BEGIN IMMEDIATE",
     })?;
     match work(connection) {
-        Ok(value) => {
-            connection.batch_execute("COMMIT")?;
-            Ok(value)
-        }
+        Ok(value) => match connection.batch_execute("COMMIT") {
+            Ok(()) => Ok(value),
+            Err(error) => {
+                // PostgreSQL ends a transaction whose COMMIT failed; SQLite may leave it open.
+                let _ = connection.batch_execute("ROLLBACK");
+                Err(error.into())
+            }
+        },
         Err(error) => {
             if let Err(rollback) = connection.batch_execute("ROLLBACK") {
                 tracing::warn!(%rollback, "rollback after a failed migration step failed");

@@ -1,7 +1,3 @@
--- Never queue behind application locks for long; diesel runs each migration in a transaction.
-SET LOCAL lock_timeout = '5s';
-SET LOCAL statement_timeout = '60s';
-
 -- Users, with soft deletes and an updated_at that the database keeps current for every writer.
 
 CREATE FUNCTION set_updated_at() RETURNS trigger

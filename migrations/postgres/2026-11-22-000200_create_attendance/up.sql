@@ -1,7 +1,3 @@
--- Never queue behind application locks for long; diesel runs each migration in a transaction.
-SET LOCAL lock_timeout = '5s';
-SET LOCAL statement_timeout = '60s';
-
 -- Attendance: one row per check-in, closed by a check-out.
 
 CREATE TABLE attendance (

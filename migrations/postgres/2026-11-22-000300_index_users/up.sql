@@ -1,7 +1,3 @@
--- Never queue behind application locks for long; diesel runs each migration in a transaction.
-SET LOCAL lock_timeout = '5s';
-SET LOCAL statement_timeout = '60s';
-
 -- Indexes for every query the user repository runs.
 -- Plain CREATE INDEX, not CONCURRENTLY (hence the squawk-ignore lines): this migration ships in the
 -- release that creates the table, so the table is empty and the lock is momentary. Indexes added to

@@ -1,0 +1,136 @@
+//! Passwords: `Password`, a clear password that is never shown or stored, and `PasswordHash`, its
+//! argon2id hash, which is stored but never serialised or shown.
+
+use std::fmt;
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash as PhcHash, PasswordHasher, PasswordVerifier, SaltString};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+
+use crate::ValidationError;
+
+/// The shortest password accepted (NIST SP 800-63B's minimum).
+pub const MIN_PASSWORD_LENGTH: usize = 8;
+/// The longest password accepted: long enough for passphrases, short enough that hashing cannot
+/// be abused to burn CPU.
+pub const MAX_PASSWORD_LENGTH: usize = 128;
+
+/// A clear password on its way to being hashed or verified. `Debug` shows `***`; it cannot be
+/// serialised; its memory is zeroed when dropped.
+pub struct Password(SecretString);
+
+impl Password {
+    /// Checks the length rules.
+    pub fn parse(input: &str) -> Result<Self, ValidationError> {
+        let length = input.chars().count();
+        if length < MIN_PASSWORD_LENGTH {
+            return Err(ValidationError::new(
+                "password",
+                format!("must be at least {MIN_PASSWORD_LENGTH} characters"),
+            ));
+        }
+        if length > MAX_PASSWORD_LENGTH {
+            return Err(ValidationError::new(
+                "password",
+                format!("must be at most {MAX_PASSWORD_LENGTH} characters"),
+            ));
+        }
+        Ok(Self(SecretString::from(input.to_owned())))
+    }
+
+    /// Hashes the password with argon2id and a new random salt.
+    pub fn hash(&self) -> Result<PasswordHash, ValidationError> {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(self.0.expose_secret().as_bytes(), &salt)
+            .map(|hash| PasswordHash(hash.to_string()))
+            .map_err(|error| ValidationError::new("password", format!("cannot be hashed: {error}")))
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Password {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An argon2id hash in PHC string format (`$argon2id$v=19$...`). Stored, never serialised, and
+/// shown as `PasswordHash(***)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    /// Wraps a stored hash, checking that it is an argon2id PHC string.
+    pub fn from_stored(phc: &str) -> Result<Self, ValidationError> {
+        let parsed = PhcHash::new(phc).map_err(|_| ValidationError::new("hashed_password", "is not a PHC string"))?;
+        if parsed.algorithm.as_str() != "argon2id" {
+            return Err(ValidationError::new("hashed_password", "is not an argon2id hash"));
+        }
+        Ok(Self(phc.to_owned()))
+    }
+
+    /// Whether `password` is the one this hash was made from (in constant time).
+    #[must_use]
+    pub fn verify(&self, password: &Password) -> bool {
+        PhcHash::new(&self.0).is_ok_and(|hash| {
+            Argon2::default()
+                .verify_password(password.0.expose_secret().as_bytes(), &hash)
+                .is_ok()
+        })
+    }
+
+    /// The PHC string, for storage only.
+    #[must_use]
+    pub fn as_phc(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHash(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_with_argon2id_and_verifies() {
+        let password = Password::parse("correct horse battery").expect("valid");
+        let hash = password.hash().expect("hash");
+        assert!(hash.as_phc().starts_with("$argon2id$v=19$"), "{}", hash.as_phc());
+        assert!(hash.verify(&password));
+        assert!(!hash.verify(&Password::parse("wrong horse battery").expect("valid")));
+        assert_ne!(password.hash().expect("hash"), hash, "a new salt every time");
+        assert_eq!(PasswordHash::from_stored(hash.as_phc()).expect("stored"), hash);
+    }
+
+    #[test]
+    fn secrets_stay_hidden() {
+        let password = Password::parse("correct horse battery").expect("valid");
+        let hash = password.hash().expect("hash");
+        assert_eq!(format!("{password:?} {hash:?}"), "Password(***) PasswordHash(***)");
+    }
+
+    #[test]
+    fn rules() {
+        assert_eq!(
+            Password::parse("short").expect_err("short").to_string(),
+            "password: must be at least 8 characters"
+        );
+        assert!(Password::parse(&"x".repeat(129)).is_err());
+        assert!(PasswordHash::from_stored("hunter2").is_err());
+        assert!(PasswordHash::from_stored("$2b$12$abcdefghijklmnopqrstuv").is_err());
+    }
+}
