@@ -6,6 +6,9 @@ pub mod connection;
 pub mod database;
 pub mod migrations;
 pub mod migrator;
+pub mod models;
+pub mod schema;
+pub mod sql_types;
 
 pub use catalog::Catalog;
 pub use config::{Backend, ConfigError, DatabaseConfig, DatabaseTarget};

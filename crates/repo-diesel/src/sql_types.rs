@@ -1,0 +1,170 @@
+//! SQL types that mean the same on both backends, so that one `schema.rs` serves both:
+//! `Uuid` (PostgreSQL `uuid`; SQLite a 16-byte BLOB) and `Instant`, a timestamp (PostgreSQL `timestamptz`;
+//! SQLite fixed-width UTC text `YYYY-MM-DDTHH:MM:SS.ffffffZ`, the format the SQLite schema's
+//! `chk_*_storage_format` checks demand, whose text order is time order).
+//!
+//! Rust values travel in two newtypes, `DbUuid` and `DbTimestamp`, which carry per-backend
+//! `ToSql`/`FromSql` plus the three bridge impls that diesel's `MultiConnection` needs for a custom
+//! type (`HasSqlType`, `FromSql` and `ToSql` for the generated `MultiBackend`).
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::deserialize::{self, FromSql};
+use diesel::pg::Pg;
+use diesel::serialize::{self, IsNull, Output, ToSql};
+use diesel::sql_types::HasSqlType;
+use diesel::sqlite::Sqlite;
+
+use crate::connection::MultiBackend;
+
+/// A UUID: `uuid` on PostgreSQL, a 16-byte BLOB on SQLite.
+#[derive(Debug, Clone, Copy, Default, diesel::sql_types::SqlType, diesel::query_builder::QueryId)]
+#[diesel(postgres_type(oid = 2950, array_oid = 2951))]
+#[diesel(sqlite_type(name = "Binary"))]
+pub struct Uuid;
+
+/// A UTC instant at microsecond precision: `timestamptz` on PostgreSQL, fixed-width text on
+/// SQLite. (Not named `Timestamp`: diesel's `table!` gives a type of that name date arithmetic
+/// that this type does not have.)
+#[derive(Debug, Clone, Copy, Default, diesel::sql_types::SqlType, diesel::query_builder::QueryId)]
+#[diesel(postgres_type(oid = 1184, array_oid = 1185))]
+#[diesel(sqlite_type(name = "Text"))]
+pub struct Instant;
+
+/// A UUID as stored: convert with `From` at the edge.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = Uuid)]
+pub struct DbUuid(pub uuid::Uuid);
+
+/// A timestamp as stored: convert with `From` at the edge.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = Instant)]
+pub struct DbTimestamp(pub DateTime<Utc>);
+
+impl From<uuid::Uuid> for DbUuid {
+    fn from(uuid: uuid::Uuid) -> Self {
+        Self(uuid)
+    }
+}
+
+impl From<DbUuid> for uuid::Uuid {
+    fn from(uuid: DbUuid) -> Self {
+        uuid.0
+    }
+}
+
+impl From<DateTime<Utc>> for DbTimestamp {
+    fn from(instant: DateTime<Utc>) -> Self {
+        Self(instant)
+    }
+}
+
+impl From<DbTimestamp> for DateTime<Utc> {
+    fn from(instant: DbTimestamp) -> Self {
+        instant.0
+    }
+}
+
+/// The SQLite text form of a timestamp. Sub-microsecond digits are dropped, as PostgreSQL does.
+const SQLITE_TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
+impl ToSql<Uuid, Pg> for DbUuid {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <uuid::Uuid as ToSql<diesel::sql_types::Uuid, Pg>>::to_sql(&self.0, out)
+    }
+}
+
+impl FromSql<Uuid, Pg> for DbUuid {
+    fn from_sql(bytes: <Pg as diesel::backend::Backend>::RawValue<'_>) -> deserialize::Result<Self> {
+        <uuid::Uuid as FromSql<diesel::sql_types::Uuid, Pg>>::from_sql(bytes).map(Self)
+    }
+}
+
+impl ToSql<Uuid, Sqlite> for DbUuid {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        out.set_value(self.0.as_bytes().as_slice());
+        Ok(IsNull::No)
+    }
+}
+
+impl FromSql<Uuid, Sqlite> for DbUuid {
+    fn from_sql(bytes: <Sqlite as diesel::backend::Backend>::RawValue<'_>) -> deserialize::Result<Self> {
+        let bytes = <Vec<u8> as FromSql<diesel::sql_types::Binary, Sqlite>>::from_sql(bytes)?;
+        Ok(Self(uuid::Uuid::from_slice(&bytes)?))
+    }
+}
+
+impl ToSql<Instant, Pg> for DbTimestamp {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <DateTime<Utc> as ToSql<diesel::sql_types::Timestamptz, Pg>>::to_sql(&self.0, out)
+    }
+}
+
+impl FromSql<Instant, Pg> for DbTimestamp {
+    fn from_sql(bytes: <Pg as diesel::backend::Backend>::RawValue<'_>) -> deserialize::Result<Self> {
+        <DateTime<Utc> as FromSql<diesel::sql_types::Timestamptz, Pg>>::from_sql(bytes).map(Self)
+    }
+}
+
+impl ToSql<Instant, Sqlite> for DbTimestamp {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        out.set_value(self.0.format(SQLITE_TIMESTAMP_FORMAT).to_string());
+        Ok(IsNull::No)
+    }
+}
+
+impl FromSql<Instant, Sqlite> for DbTimestamp {
+    fn from_sql(bytes: <Sqlite as diesel::backend::Backend>::RawValue<'_>) -> deserialize::Result<Self> {
+        let text = <String as FromSql<diesel::sql_types::Text, Sqlite>>::from_sql(bytes)?;
+        let naive = NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S%.fZ")
+            .map_err(|error| format!("invalid stored timestamp {text:?}: {error}"))?;
+        Ok(Self(naive.and_utc()))
+    }
+}
+
+macro_rules! bridge_to_multi_backend {
+    ($sql_type:ident, $rust_type:ty) => {
+        impl HasSqlType<$sql_type> for MultiBackend {
+            fn metadata(lookup: &mut Self::MetadataLookup) -> Self::TypeMetadata {
+                Self::lookup_sql_type::<$sql_type>(lookup)
+            }
+        }
+
+        impl FromSql<$sql_type, MultiBackend> for $rust_type {
+            fn from_sql(bytes: <MultiBackend as diesel::backend::Backend>::RawValue<'_>) -> deserialize::Result<Self> {
+                bytes.from_sql::<Self, $sql_type>()
+            }
+        }
+
+        impl ToSql<$sql_type, MultiBackend> for $rust_type {
+            fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, MultiBackend>) -> serialize::Result {
+                out.set_value(($sql_type, self));
+                Ok(IsNull::No)
+            }
+        }
+    };
+}
+
+bridge_to_multi_backend!(Uuid, DbUuid);
+bridge_to_multi_backend!(Instant, DbTimestamp);
