@@ -1,3 +1,17 @@
 #![doc = include_str!("../README.md")]
 
+mod cursor;
+mod error;
+mod page;
+mod traits;
+
+pub use cursor::{Cursor, Direction, Position};
+pub use error::RepoError;
+pub use page::{KeysetPage, KeysetRequest, KeysetStart, MAX_PAGE_SIZE, OffsetPage, PageRequest};
+pub use traits::{
+    AttendanceRepository, Repositories, Scope, TimeRange, TransactionWork, UnitOfWork, UserFilter, UserRepository,
+};
+#[cfg(any(test, feature = "mock"))]
+pub use traits::{MockAttendanceRepository, MockRepositories, MockUnitOfWork, MockUserRepository};
+
 pub use domain::{AttendanceId, UserId};
