@@ -8,3 +8,4 @@ mod migrator;
 mod pool;
 mod schema;
 mod support;
+mod users;

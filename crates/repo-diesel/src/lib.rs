@@ -7,6 +7,7 @@ pub mod database;
 pub mod migrations;
 pub mod migrator;
 pub mod models;
+pub mod repositories;
 pub mod schema;
 pub mod sql_types;
 

@@ -1,0 +1,495 @@
+//! `UserRepository` on diesel: one query per read, soft deletes with a deletion batch, and the
+//! eager load of a page of users with their attendance in two queries.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use diesel::dsl::sql;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use domain::{
+    Attendance, AttendanceId, Email, FullName, NewUser, PasswordHash, User, UserChanges, UserId, UserWithAttendance,
+};
+use repo::{
+    Cursor, Direction, KeysetPage, KeysetRequest, KeysetStart, OffsetPage, PageRequest, Position, RepoError, Scope,
+    TimeRange, UserFilter, UserRepository,
+};
+
+use super::{Connections, map_error};
+use crate::connection::MultiBackend;
+use crate::models::{AttendanceRow, UserRow};
+use crate::schema::{attendance, users};
+use crate::sql_types::{DbTimestamp, DbUuid};
+
+diesel::define_sql_function! {
+    /// SQL `lower(text)`.
+    fn lower(text: Text) -> Text;
+}
+
+/// Users stored through diesel, on PostgreSQL or SQLite.
+#[derive(Debug, Clone)]
+pub struct DieselUserRepository<C> {
+    connections: C,
+}
+
+impl<C: Connections> DieselUserRepository<C> {
+    /// A repository that takes its connections from `connections` (a `Database`, or a unit of
+    /// work's transaction).
+    pub fn new(connections: C) -> Self {
+        Self { connections }
+    }
+
+    /// Where the repository gets its connections.
+    pub fn connections(&self) -> &C {
+        &self.connections
+    }
+}
+
+type UsersQuery = users::BoxedQuery<'static, MultiBackend>;
+
+fn key(id: UserId) -> DbUuid {
+    DbUuid(*id.as_uuid())
+}
+
+/// `users` in a soft-delete scope.
+fn scoped(scope: Scope) -> UsersQuery {
+    let query = users::table.into_boxed();
+    match scope {
+        Scope::Live => query.filter(users::deleted_at.is_null()),
+        Scope::WithDeleted => query,
+        Scope::OnlyDeleted => query.filter(users::deleted_at.is_not_null()),
+    }
+}
+
+/// `users` in the filter's scope, matching its search: a case-insensitive substring of the
+/// email or the name, with `%`, `_` and `\` in the search taken literally.
+fn filtered(filter: &UserFilter) -> UsersQuery {
+    let query = scoped(filter.scope);
+    match filter
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|search| !search.is_empty())
+    {
+        None => query,
+        Some(search) => {
+            let escaped = search
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let pattern = format!("%{escaped}%");
+            query.filter(
+                users::email
+                    .like(pattern.clone())
+                    .escape('\\')
+                    .or(lower(users::full_name).like(pattern).escape('\\')),
+            )
+        }
+    }
+}
+
+fn internal(what: &str) -> impl Fn(domain::ValidationError) -> RepoError + '_ {
+    move |error| RepoError::Internal(format!("stored {what} is invalid: {error}"))
+}
+
+pub(crate) fn to_user(row: &UserRow) -> Result<User, RepoError> {
+    Ok(User {
+        id: UserId::from_uuid(row.id.0),
+        email: Email::parse(&row.email).map_err(internal("email"))?,
+        full_name: FullName::parse(&row.full_name).map_err(internal("name"))?,
+        password_hash: PasswordHash::from_stored(&row.hashed_password).map_err(internal("password hash"))?,
+        is_active: row.is_active,
+        created_at: row.created_at.0,
+        updated_at: row.updated_at.0,
+        deleted_at: row.deleted_at.map(|instant| instant.0),
+    })
+}
+
+pub(crate) fn to_attendance(row: &AttendanceRow) -> Attendance {
+    Attendance {
+        id: AttendanceId::from_uuid(row.id.0),
+        user_id: UserId::from_uuid(row.user_id.0),
+        check_in_time: row.check_in_time.0,
+        check_out_time: row.check_out_time.map(|instant| instant.0),
+        created_at: row.created_at.0,
+        updated_at: row.updated_at.0,
+        deleted_at: row.deleted_at.map(|instant| instant.0),
+    }
+}
+
+#[derive(AsChangeset)]
+#[diesel(table_name = users)]
+struct UserChangeset {
+    email: Option<String>,
+    full_name: Option<String>,
+    hashed_password: Option<String>,
+    updated_at: DbTimestamp,
+}
+
+fn limit_of(value: u32) -> i64 {
+    i64::from(value)
+}
+
+fn offset_of(page: PageRequest) -> Result<i64, RepoError> {
+    i64::try_from(page.offset()).map_err(|_| RepoError::validation("page", "is too large"))
+}
+
+impl<C: Connections> DieselUserRepository<C> {
+    fn find(&self, query: UsersQuery) -> Result<Option<User>, RepoError> {
+        let row = self.connections.with(|connection| {
+            query
+                .select(UserRow::as_select())
+                .first(connection)
+                .optional()
+                .map_err(map_error)
+        })?;
+        row.as_ref().map(to_user).transpose()
+    }
+
+    /// A page of users in `(created_at, id)` order and the total, in one query (the total is a
+    /// window count); a page past the end costs a second query for the total.
+    fn page(&self, filter: &UserFilter, page: PageRequest) -> Result<(Vec<User>, u64), RepoError> {
+        let offset = offset_of(page)?;
+        let rows: Vec<(UserRow, i64)> = self.connections.with(|connection| {
+            filtered(filter)
+                .order((users::created_at.asc(), users::id.asc()))
+                .limit(limit_of(page.per_page()))
+                .offset(offset)
+                .select((UserRow::as_select(), sql::<BigInt>("count(*) OVER ()")))
+                .load(connection)
+                .map_err(map_error)
+        })?;
+        let total = match rows.first() {
+            Some((_, total)) => u64::try_from(*total).unwrap_or(0),
+            None if offset == 0 => 0,
+            None => {
+                let total: i64 = self
+                    .connections
+                    .with(|connection| filtered(filter).count().get_result(connection).map_err(map_error))?;
+                u64::try_from(total).unwrap_or(0)
+            }
+        };
+        let users = rows
+            .into_iter()
+            .map(|(row, _)| to_user(&row))
+            .collect::<Result<_, _>>()?;
+        Ok((users, total))
+    }
+}
+
+impl<C: Connections> UserRepository for DieselUserRepository<C> {
+    #[tracing::instrument(skip(self, user), fields(email = %user.email))]
+    fn create(&self, user: NewUser) -> Result<User, RepoError> {
+        let now = DbTimestamp(domain::time::now());
+        let row = UserRow {
+            id: DbUuid(UserId::new().as_uuid().to_owned()),
+            email: user.email.as_str().to_owned(),
+            full_name: user.full_name.as_str().to_owned(),
+            hashed_password: user.password_hash.as_phc().to_owned(),
+            is_active: true,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+            deletion_batch_id: None,
+        };
+        self.connections.with(|connection| {
+            diesel::insert_into(users::table)
+                .values(&row)
+                .execute(connection)
+                .map_err(map_error)
+        })?;
+        to_user(&row)
+    }
+
+    fn get(&self, id: UserId, scope: Scope) -> Result<User, RepoError> {
+        self.find(scoped(scope).filter(users::id.eq(key(id))))?
+            .ok_or_else(|| RepoError::not_found("user", &id))
+    }
+
+    fn get_by_email(&self, email: &Email, scope: Scope) -> Result<User, RepoError> {
+        // Stored lower-case, and Email is lower-case: equality is case-insensitive.
+        self.find(scoped(scope).filter(users::email.eq(email.as_str().to_owned())))?
+            .ok_or_else(|| RepoError::not_found("user", email))
+    }
+
+    #[tracing::instrument(skip(self, changes))]
+    fn update(&self, id: UserId, changes: UserChanges) -> Result<User, RepoError> {
+        let changeset = UserChangeset {
+            email: changes.email.map(|email| email.as_str().to_owned()),
+            full_name: changes.full_name.map(|name| name.as_str().to_owned()),
+            hashed_password: changes.password_hash.map(|hash| hash.as_phc().to_owned()),
+            updated_at: DbTimestamp(domain::time::now()),
+        };
+        let updated = self.connections.with(|connection| {
+            diesel::update(
+                users::table
+                    .filter(users::id.eq(key(id)))
+                    .filter(users::deleted_at.is_null()),
+            )
+            .set(&changeset)
+            .execute(connection)
+            .map_err(map_error)
+        })?;
+        if updated == 0 {
+            return Err(RepoError::not_found("user", &id));
+        }
+        self.get(id, Scope::Live)
+    }
+
+    #[tracing::instrument(skip(self))]
+    fn set_active(&self, id: UserId, active: bool) -> Result<User, RepoError> {
+        let now = DbTimestamp(domain::time::now());
+        let updated = self.connections.with(|connection| {
+            diesel::update(
+                users::table
+                    .filter(users::id.eq(key(id)))
+                    .filter(users::deleted_at.is_null()),
+            )
+            .set((users::is_active.eq(active), users::updated_at.eq(now)))
+            .execute(connection)
+            .map_err(map_error)
+        })?;
+        if updated == 0 {
+            return Err(RepoError::not_found("user", &id));
+        }
+        self.get(id, Scope::Live)
+    }
+
+    #[tracing::instrument(skip(self))]
+    fn soft_delete(&self, id: UserId) -> Result<User, RepoError> {
+        let now = DbTimestamp(domain::time::now());
+        let batch = DbUuid(uuid::Uuid::now_v7());
+        let deleted = self.connections.with(|connection| {
+            connection
+                .transaction(|connection| {
+                    let deleted = diesel::update(
+                        users::table
+                            .filter(users::id.eq(key(id)))
+                            .filter(users::deleted_at.is_null()),
+                    )
+                    .set((
+                        users::deleted_at.eq(Some(now)),
+                        users::deletion_batch_id.eq(Some(batch)),
+                        users::updated_at.eq(now),
+                    ))
+                    .execute(connection)?;
+                    if deleted == 1 {
+                        // The same batch marks the attendance that goes with the user, so a
+                        // restore brings back exactly these rows.
+                        diesel::update(
+                            attendance::table
+                                .filter(attendance::user_id.eq(key(id)))
+                                .filter(attendance::deleted_at.is_null()),
+                        )
+                        .set((
+                            attendance::deleted_at.eq(Some(now)),
+                            attendance::deletion_batch_id.eq(Some(batch)),
+                            attendance::updated_at.eq(now),
+                        ))
+                        .execute(connection)?;
+                    }
+                    Ok(deleted)
+                })
+                .map_err(map_error)
+        })?;
+        if deleted == 0 {
+            return Err(RepoError::not_found("user", &id));
+        }
+        self.get(id, Scope::OnlyDeleted)
+    }
+
+    #[tracing::instrument(skip(self))]
+    fn restore(&self, id: UserId) -> Result<User, RepoError> {
+        let now = DbTimestamp(domain::time::now());
+        let restored = self.connections.with(|connection| {
+            connection
+                .transaction(|connection| {
+                    let batch: Option<Option<DbUuid>> = users::table
+                        .filter(users::id.eq(key(id)))
+                        .filter(users::deleted_at.is_not_null())
+                        .select(users::deletion_batch_id)
+                        .first(connection)
+                        .optional()?;
+                    let Some(batch) = batch else { return Ok(false) };
+                    diesel::update(users::table.filter(users::id.eq(key(id))))
+                        .set((
+                            users::deleted_at.eq(None::<DbTimestamp>),
+                            users::deletion_batch_id.eq(None::<DbUuid>),
+                            users::updated_at.eq(now),
+                        ))
+                        .execute(connection)?;
+                    diesel::update(
+                        attendance::table
+                            .filter(attendance::user_id.eq(key(id)))
+                            .filter(attendance::deletion_batch_id.eq(batch)),
+                    )
+                    .set((
+                        attendance::deleted_at.eq(None::<DbTimestamp>),
+                        attendance::deletion_batch_id.eq(None::<DbUuid>),
+                        attendance::updated_at.eq(now),
+                    ))
+                    .execute(connection)?;
+                    Ok(true)
+                })
+                .map_err(map_error)
+        })?;
+        if !restored {
+            return Err(RepoError::not_found("deleted user", &id));
+        }
+        self.get(id, Scope::Live)
+    }
+
+    #[tracing::instrument(skip(self))]
+    fn purge(&self, id: UserId) -> Result<(), RepoError> {
+        let purged = self.connections.with(|connection| {
+            diesel::delete(users::table.filter(users::id.eq(key(id))))
+                .execute(connection)
+                .map_err(map_error)
+        })?;
+        if purged == 0 {
+            return Err(RepoError::not_found("user", &id));
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip(self))]
+    fn purge_deleted_before(&self, cutoff: DateTime<Utc>) -> Result<u64, RepoError> {
+        let cutoff = DbTimestamp(domain::time::truncate_to_micros(cutoff));
+        let purged = self.connections.with(|connection| {
+            diesel::delete(users::table.filter(users::deleted_at.lt(cutoff)))
+                .execute(connection)
+                .map_err(map_error)
+        })?;
+        Ok(u64::try_from(purged).unwrap_or(u64::MAX))
+    }
+
+    fn list(&self, filter: &UserFilter, page: PageRequest) -> Result<OffsetPage<User>, RepoError> {
+        let (users, total) = self.page(filter, page)?;
+        Ok(OffsetPage::new(users, page, total))
+    }
+
+    fn list_keyset(&self, filter: &UserFilter, page: &KeysetRequest) -> Result<KeysetPage<User>, RepoError> {
+        let fetch = limit_of(page.limit()) + 1;
+        let (position, backward) = match &page.start {
+            KeysetStart::First => (None, false),
+            KeysetStart::After(cursor) => (Some(expect_direction(cursor, Direction::Forward)?), false),
+            KeysetStart::Before(cursor) => (Some(expect_direction(cursor, Direction::Backward)?), true),
+        };
+        let mut query = filtered(filter);
+        if let Some(position) = position {
+            let (at, id) = (DbTimestamp(position.created_at), DbUuid(position.id));
+            // The full tuple, so rows sharing a timestamp are neither skipped nor repeated.
+            query = if backward {
+                query.filter(
+                    users::created_at
+                        .lt(at)
+                        .or(users::created_at.eq(at).and(users::id.lt(id))),
+                )
+            } else {
+                query.filter(
+                    users::created_at
+                        .gt(at)
+                        .or(users::created_at.eq(at).and(users::id.gt(id))),
+                )
+            };
+        }
+        query = if backward {
+            query.order((users::created_at.desc(), users::id.desc()))
+        } else {
+            query.order((users::created_at.asc(), users::id.asc()))
+        };
+        let rows: Vec<UserRow> = self.connections.with(|connection| {
+            query
+                .limit(fetch)
+                .select(UserRow::as_select())
+                .load(connection)
+                .map_err(map_error)
+        })?;
+        let more = rows.len() > usize::try_from(page.limit()).unwrap_or(usize::MAX);
+        let mut users: Vec<User> = rows
+            .iter()
+            .take(usize::try_from(page.limit()).unwrap_or(usize::MAX))
+            .map(to_user)
+            .collect::<Result<_, _>>()?;
+        if backward {
+            users.reverse();
+        }
+        let cursor = |user: &User, direction| {
+            Cursor::encode(Position {
+                created_at: user.created_at,
+                id: *user.id.as_uuid(),
+                direction,
+            })
+        };
+        let (has_next, has_previous) = if backward {
+            (!users.is_empty(), more)
+        } else {
+            (more, position.is_some() && !users.is_empty())
+        };
+        Ok(KeysetPage {
+            next: users
+                .last()
+                .filter(|_| has_next)
+                .map(|user| cursor(user, Direction::Forward)),
+            previous: users
+                .first()
+                .filter(|_| has_previous)
+                .map(|user| cursor(user, Direction::Backward)),
+            items: users,
+        })
+    }
+
+    fn list_with_attendance(
+        &self,
+        filter: &UserFilter,
+        page: PageRequest,
+        range: TimeRange,
+    ) -> Result<OffsetPage<UserWithAttendance>, RepoError> {
+        let (users, total) = self.page(filter, page)?;
+        let ids: Vec<DbUuid> = users.iter().map(|user| key(user.id)).collect();
+        let mut by_user: HashMap<DbUuid, Vec<Attendance>> = HashMap::new();
+        if !ids.is_empty() {
+            let mut query = attendance::table
+                .into_boxed::<MultiBackend>()
+                .filter(attendance::user_id.eq_any(ids))
+                .filter(attendance::check_in_time.ge(DbTimestamp(range.from)))
+                .filter(attendance::check_in_time.lt(DbTimestamp(range.to)));
+            // The scope applies to the rows loaded alongside, so deleted rows never leak in.
+            query = match filter.scope {
+                Scope::Live => query.filter(attendance::deleted_at.is_null()),
+                Scope::WithDeleted => query,
+                Scope::OnlyDeleted => query.filter(attendance::deleted_at.is_not_null()),
+            };
+            let rows: Vec<AttendanceRow> = self.connections.with(|connection| {
+                query
+                    .order((attendance::check_in_time.asc(), attendance::id.asc()))
+                    .select(AttendanceRow::as_select())
+                    .load(connection)
+                    .map_err(map_error)
+            })?;
+            for row in rows {
+                by_user.entry(row.user_id).or_default().push(to_attendance(&row));
+            }
+        }
+        let items = users
+            .into_iter()
+            .map(|user| {
+                let attendance = by_user.remove(&key(user.id)).unwrap_or_default();
+                UserWithAttendance { user, attendance }
+            })
+            .collect();
+        Ok(OffsetPage::new(items, page, total))
+    }
+}
+
+fn expect_direction(cursor: &Cursor, expected: Direction) -> Result<Position, RepoError> {
+    let position = cursor.decode()?;
+    if position.direction != expected {
+        return Err(RepoError::validation(
+            "cursor",
+            "pages the other way: pass it as the other start",
+        ));
+    }
+    Ok(position)
+}
