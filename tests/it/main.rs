@@ -2,6 +2,7 @@
 //! when `TEST_DATABASE_URL` is set, PostgreSQL; `REQUIRE_POSTGRES=1` turns a missing server into
 //! a failure (CI sets it).
 
+mod attendance;
 mod constraints;
 mod migrations;
 mod migrator;

@@ -2,14 +2,20 @@
 //! they share: where connections come from, the soft-delete scope, and the one place where
 //! database errors become `RepoError`s.
 
+mod attendance;
 mod users;
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use diesel::Connection as _;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use repo::RepoError;
+use repo::{AttendanceRepository, RepoError, Repositories, TransactionWork, UnitOfWork, UserRepository};
 
 use crate::connection::DbConnection;
 use crate::database::{Database, PoolError};
 
+pub use attendance::DieselAttendanceRepository;
 pub use users::DieselUserRepository;
 
 /// Where a repository gets its connection: a pool (each call borrows one), or, inside a unit of
@@ -28,7 +34,17 @@ impl Connections for Database {
 
 /// One connection, used by one caller at a time: a unit of work's transaction, or a test that
 /// counts the queries a call makes.
-impl Connections for std::cell::RefCell<DbConnection> {
+impl Connections for RefCell<DbConnection> {
+    fn with<R>(&self, work: impl FnOnce(&mut DbConnection) -> Result<R, RepoError>) -> Result<R, RepoError> {
+        let mut connection = self
+            .try_borrow_mut()
+            .map_err(|_| RepoError::Internal("the connection is already in use".into()))?;
+        work(&mut connection)
+    }
+}
+
+/// The connection of a transaction in progress.
+impl Connections for RefCell<&mut DbConnection> {
     fn with<R>(&self, work: impl FnOnce(&mut DbConnection) -> Result<R, RepoError>) -> Result<R, RepoError> {
         let mut connection = self
             .try_borrow_mut()
@@ -43,9 +59,95 @@ impl<T: Connections + ?Sized> Connections for &T {
     }
 }
 
-impl<T: Connections> Connections for std::sync::Arc<T> {
+impl<T: Connections> Connections for Arc<T> {
     fn with<R>(&self, work: impl FnOnce(&mut DbConnection) -> Result<R, RepoError>) -> Result<R, RepoError> {
         (**self).with(work)
+    }
+}
+
+/// The repositories over a pool, and units of work on it: what a service holds.
+#[derive(Clone)]
+pub struct DieselStore {
+    database: Arc<Database>,
+    users: DieselUserRepository<Arc<Database>>,
+    attendance: DieselAttendanceRepository<Arc<Database>>,
+}
+
+impl DieselStore {
+    /// Repositories that borrow a pooled connection per call.
+    #[must_use]
+    pub fn new(database: Arc<Database>) -> Self {
+        Self {
+            users: DieselUserRepository::new(Arc::clone(&database)),
+            attendance: DieselAttendanceRepository::new(Arc::clone(&database)),
+            database,
+        }
+    }
+
+    /// The pool.
+    #[must_use]
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+}
+
+impl Repositories for DieselStore {
+    fn users(&self) -> &dyn UserRepository {
+        &self.users
+    }
+
+    fn attendance(&self) -> &dyn AttendanceRepository {
+        &self.attendance
+    }
+}
+
+/// The repositories of one transaction: every call uses the transaction's connection.
+struct TransactionRepositories<'t, 'c> {
+    users: DieselUserRepository<&'t RefCell<&'c mut DbConnection>>,
+    attendance: DieselAttendanceRepository<&'t RefCell<&'c mut DbConnection>>,
+}
+
+impl Repositories for TransactionRepositories<'_, '_> {
+    fn users(&self) -> &dyn UserRepository {
+        &self.users
+    }
+
+    fn attendance(&self) -> &dyn AttendanceRepository {
+        &self.attendance
+    }
+}
+
+/// A transaction's outcome: the work's own error, or the database's.
+enum TransactionError {
+    Work(RepoError),
+    Database(DieselError),
+}
+
+impl From<DieselError> for TransactionError {
+    fn from(error: DieselError) -> Self {
+        Self::Database(error)
+    }
+}
+
+impl UnitOfWork for DieselStore {
+    #[tracing::instrument(skip_all)]
+    fn transaction(&self, work: &mut dyn TransactionWork) -> Result<(), RepoError> {
+        let mut pooled = self.database.get().map_err(|error| unavailable(&error))?;
+        let connection: &mut DbConnection = &mut pooled;
+        // A repository call that runs its own transaction inside becomes a savepoint.
+        connection
+            .transaction::<(), TransactionError, _>(|connection| {
+                let cell = RefCell::new(connection);
+                let repositories = TransactionRepositories {
+                    users: DieselUserRepository::new(&cell),
+                    attendance: DieselAttendanceRepository::new(&cell),
+                };
+                work.run(&repositories).map_err(TransactionError::Work)
+            })
+            .map_err(|error| match error {
+                TransactionError::Work(error) => error,
+                TransactionError::Database(error) => map_error(error),
+            })
     }
 }
 

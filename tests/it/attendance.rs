@@ -1,0 +1,373 @@
+//! `AttendanceRepository` and the unit of work, on both backends: check-in and check-out rules,
+//! concurrency, scopes, daily totals computed in SQL, joins in one query, transactions.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use diesel::connection::{Connection as _, InstrumentationEvent};
+use domain::{CheckIn, CheckOut, Email, FullName, NewUser, Password, PasswordHash, User, UserId};
+use repo::{AttendanceRepository, PageRequest, RepoError, Repositories, Scope, TimeRange, UnitOfWork, UserRepository};
+use repo_diesel::repositories::{DieselAttendanceRepository, DieselStore, DieselUserRepository};
+use test_fixtures::ScratchDatabase;
+
+use crate::support::{migrated, on_both_backends};
+
+fn hash() -> PasswordHash {
+    static HASH: std::sync::OnceLock<PasswordHash> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        Password::parse("correct horse battery")
+            .expect("valid")
+            .hash()
+            .expect("hash")
+    })
+    .clone()
+}
+
+fn new_user(email: &str) -> NewUser {
+    NewUser {
+        email: Email::parse(email).expect("valid"),
+        full_name: FullName::parse("Test User").expect("valid"),
+        password_hash: hash(),
+    }
+}
+
+/// A migrated database behind a pool, and the store over it.
+fn store(database: &ScratchDatabase) -> DieselStore {
+    drop(migrated(database));
+    DieselStore::new(Arc::new(database.database()))
+}
+
+/// 09:00 UTC `days` days ago.
+fn morning(days: i64) -> DateTime<Utc> {
+    let today = domain::time::now()
+        .date_naive()
+        .and_hms_opt(9, 0, 0)
+        .expect("valid")
+        .and_utc();
+    today - TimeDelta::days(days)
+}
+
+fn day_of(instant: DateTime<Utc>) -> NaiveDate {
+    instant.date_naive()
+}
+
+on_both_backends!(check_in_and_check_out_follow_the_rules, check_in_and_out);
+
+fn check_in_and_out(database: &ScratchDatabase) {
+    let store = store(database);
+    let (users, attendance) = (store.users(), store.attendance());
+    let ann = users.create(new_user("ann@example.com")).expect("user");
+    let at = morning(1);
+
+    let open = attendance.check_in(CheckIn { user_id: ann.id, at }).expect("check in");
+    assert!(open.is_open() && open.check_in_time == at && open.user_id == ann.id);
+    let second = attendance
+        .check_in(CheckIn {
+            user_id: ann.id,
+            at: at + TimeDelta::hours(1),
+        })
+        .expect_err("second");
+    assert!(
+        matches!(&second, RepoError::Conflict { constraint, .. } if constraint == "uq_attendance_user_id"),
+        "{second}"
+    );
+
+    let early = attendance
+        .check_out(CheckOut {
+            user_id: ann.id,
+            at: at - TimeDelta::hours(1),
+        })
+        .expect_err("early");
+    assert!(
+        matches!(&early, RepoError::Validation { field, .. } if field == "check_out_time"),
+        "{early}"
+    );
+    let same = attendance
+        .check_out(CheckOut { user_id: ann.id, at })
+        .expect_err("same instant");
+    assert!(matches!(same, RepoError::Validation { .. }));
+
+    let closed = attendance
+        .check_out(CheckOut {
+            user_id: ann.id,
+            at: at + TimeDelta::hours(8),
+        })
+        .expect("check out");
+    assert_eq!(closed.check_out_time, Some(at + TimeDelta::hours(8)));
+    assert_eq!(attendance.get(open.id, Scope::Live).expect("get"), closed);
+    assert!(matches!(
+        attendance.check_out(CheckOut {
+            user_id: ann.id,
+            at: at + TimeDelta::hours(9)
+        }),
+        Err(RepoError::NotFound { .. })
+    ));
+    attendance
+        .check_in(CheckIn {
+            user_id: ann.id,
+            at: at + TimeDelta::days(1),
+        })
+        .expect("a new day, a new record");
+
+    for unknown in [UserId::new(), {
+        let bob = users.create(new_user("bob@example.com")).expect("user");
+        users.soft_delete(bob.id).expect("delete");
+        bob.id
+    }] {
+        let error = attendance
+            .check_in(CheckIn { user_id: unknown, at })
+            .expect_err("no such live user");
+        assert!(matches!(error, RepoError::NotFound { .. }), "{error}");
+    }
+}
+
+on_both_backends!(concurrent_check_ins_open_one_record, concurrent_check_ins);
+
+fn concurrent_check_ins(database: &ScratchDatabase) {
+    let store = store(database);
+    let ann = store.users().create(new_user("ann@example.com")).expect("user");
+    let threads = 8;
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|n| {
+            let (store, barrier) = (store.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                store.attendance().check_in(CheckIn {
+                    user_id: ann.id,
+                    at: morning(0) + TimeDelta::seconds(n.try_into().expect("small")),
+                })
+            })
+        })
+        .collect();
+    let outcomes: Vec<Result<_, RepoError>> = handles
+        .into_iter()
+        .map(|handle| handle.join().expect("thread"))
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|outcome| outcome.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    for outcome in outcomes.iter().filter_map(|outcome| outcome.as_ref().err()) {
+        assert!(
+            matches!(outcome, RepoError::Conflict { constraint, .. } if constraint == "uq_attendance_user_id"),
+            "{outcome}"
+        );
+    }
+}
+
+on_both_backends!(attendance_reads_scopes_and_totals, reads_and_totals);
+
+#[expect(clippy::too_many_lines, reason = "one scenario over the same rows: reads, totals, then deletes and joins")]
+fn reads_and_totals(database: &ScratchDatabase) {
+    let store = store(database);
+    let (users, attendance) = (store.users(), store.attendance());
+    let ann = users.create(new_user("ann@example.com")).expect("user");
+    let bob = users.create(new_user("bob@example.com")).expect("user");
+    let mut records = Vec::new();
+    for (days, hours, minutes) in [(3, 8, 0), (2, 7, 30), (1, 4, 15)] {
+        let at = morning(days);
+        attendance.check_in(CheckIn { user_id: ann.id, at }).expect("in");
+        records.push(
+            attendance
+                .check_out(CheckOut {
+                    user_id: ann.id,
+                    at: at + TimeDelta::hours(hours) + TimeDelta::minutes(minutes),
+                })
+                .expect("out"),
+        );
+    }
+    // Two records on one day add up.
+    let evening = morning(1) + TimeDelta::hours(6);
+    attendance
+        .check_in(CheckIn {
+            user_id: ann.id,
+            at: evening,
+        })
+        .expect("in");
+    attendance
+        .check_out(CheckOut {
+            user_id: ann.id,
+            at: evening + TimeDelta::hours(1),
+        })
+        .expect("out");
+    let open = attendance
+        .check_in(CheckIn {
+            user_id: ann.id,
+            at: morning(0),
+        })
+        .expect("open today");
+    attendance
+        .check_in(CheckIn {
+            user_id: bob.id,
+            at: morning(0),
+        })
+        .expect("bob open");
+
+    let range = TimeRange::new(morning(3) - TimeDelta::hours(1), morning(0) + TimeDelta::hours(12)).expect("range");
+    assert_eq!(
+        attendance
+            .list_for_user(ann.id, range, Scope::Live)
+            .expect("list")
+            .len(),
+        5
+    );
+    let totals = attendance.daily_totals(ann.id, range).expect("totals");
+    let expected = vec![
+        (day_of(morning(3)), 8 * 3600),
+        (day_of(morning(2)), 7 * 3600 + 30 * 60),
+        (day_of(morning(1)), 4 * 3600 + 15 * 60 + 3600),
+    ];
+    assert_eq!(
+        totals
+            .iter()
+            .map(|total| (total.day, total.seconds))
+            .collect::<Vec<_>>(),
+        expected,
+        "open records do not count"
+    );
+
+    let checked_in = attendance.currently_checked_in().expect("current");
+    let mut who: Vec<UserId> = checked_in.iter().map(|item| item.user.id).collect();
+    who.sort();
+    let mut expected_who = vec![ann.id, bob.id];
+    expected_who.sort();
+    assert_eq!(who, expected_who);
+
+    // Soft delete and restore of one record; a deleted record leaves totals and live lists.
+    let deleted = attendance.soft_delete(records[0].id).expect("delete");
+    assert!(deleted.deleted_at.is_some());
+    assert!(matches!(
+        attendance.get(records[0].id, Scope::Live),
+        Err(RepoError::NotFound { .. })
+    ));
+    assert_eq!(
+        attendance
+            .list_for_user(ann.id, range, Scope::OnlyDeleted)
+            .expect("deleted")
+            .len(),
+        1
+    );
+    assert_eq!(attendance.daily_totals(ann.id, range).expect("totals").len(), 2);
+    attendance.restore(records[0].id).expect("restore");
+    assert_eq!(attendance.daily_totals(ann.id, range).expect("totals").len(), 3);
+    assert!(
+        matches!(attendance.restore(records[0].id), Err(RepoError::NotFound { .. })),
+        "not deleted"
+    );
+
+    // Rows deleted with their user come back only with the user; they never leak into joins.
+    users.soft_delete(bob.id).expect("delete bob");
+    let bobs = attendance
+        .list_for_user(bob.id, range, Scope::OnlyDeleted)
+        .expect("bob's")
+        .remove(0);
+    let error = attendance.restore(bobs.id).expect_err("deleted with the user");
+    assert!(matches!(error, RepoError::Conflict { .. }), "{error}");
+    assert!(
+        attendance
+            .currently_checked_in()
+            .expect("current")
+            .iter()
+            .all(|item| item.user.id != bob.id)
+    );
+    let page = attendance
+        .list_with_user(Scope::Live, PageRequest::new(1, 100).expect("valid"))
+        .expect("page");
+    assert!(
+        page.items
+            .iter()
+            .all(|item| item.user.deleted_at.is_none() && item.attendance.deleted_at.is_none())
+    );
+    assert_eq!(page.total, 5, "ann's five records; bob's went with him");
+    assert!(page.items.iter().any(|item| item.attendance.id == open.id));
+}
+
+on_both_backends!(
+    a_page_of_attendance_with_its_user_takes_one_query,
+    attendance_with_user_query_count
+);
+
+fn attendance_with_user_query_count(database: &ScratchDatabase) {
+    let mut connection = migrated(database);
+    let queries = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&queries);
+    connection.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+        if matches!(event, InstrumentationEvent::StartQuery { .. }) {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let connection = RefCell::new(connection);
+    let users = DieselUserRepository::new(&connection);
+    let attendance = DieselAttendanceRepository::new(&connection);
+    for n in 0..12 {
+        let user = users.create(new_user(&format!("user{n}@example.com"))).expect("user");
+        attendance
+            .check_in(CheckIn {
+                user_id: user.id,
+                at: morning(1),
+            })
+            .expect("in");
+    }
+    for per_page in [3, 12] {
+        queries.store(0, Ordering::SeqCst);
+        let page = attendance
+            .list_with_user(Scope::Live, PageRequest::new(1, per_page).expect("valid"))
+            .expect("page");
+        assert_eq!(queries.load(Ordering::SeqCst), 1, "one query for a page of {per_page}");
+        assert_eq!(
+            (page.items.len(), page.total),
+            (usize::try_from(per_page).expect("small"), 12)
+        );
+        assert!(page.items.iter().all(|item| item.attendance.user_id == item.user.id));
+    }
+}
+
+on_both_backends!(a_unit_of_work_commits_or_rolls_back_as_one, unit_of_work);
+
+fn unit_of_work(database: &ScratchDatabase) {
+    let store = store(database);
+    // Commit: a user and a check-in, together.
+    let mut created: Option<User> = None;
+    store
+        .transaction(&mut |repositories: &dyn Repositories| {
+            let user = repositories.users().create(new_user("ann@example.com"))?;
+            repositories.attendance().check_in(CheckIn {
+                user_id: user.id,
+                at: morning(0),
+            })?;
+            created = Some(user);
+            Ok(())
+        })
+        .expect("commit");
+    let ann = created.expect("created");
+    assert_eq!(store.attendance().currently_checked_in().expect("current").len(), 1);
+
+    // Roll back: the first write is undone when a later step fails.
+    let error = store
+        .transaction(&mut |repositories: &dyn Repositories| {
+            repositories.users().create(new_user("bob@example.com"))?;
+            repositories.users().soft_delete(ann.id)?; // a transaction of its own inside: a savepoint
+            repositories.attendance().check_in(CheckIn {
+                user_id: UserId::new(),
+                at: morning(0),
+            })?;
+            Ok(())
+        })
+        .expect_err("the check-in of an unknown user fails");
+    assert!(matches!(error, RepoError::NotFound { .. }), "{error}");
+    assert!(
+        store
+            .users()
+            .get_by_email(&Email::parse("bob@example.com").expect("valid"), Scope::WithDeleted)
+            .is_err(),
+        "rolled back"
+    );
+    assert!(
+        store.users().get(ann.id, Scope::Live).is_ok(),
+        "the soft delete was rolled back too"
+    );
+}
