@@ -12,7 +12,7 @@ use repo::{AttendanceRepository, PageRequest, RepoError, Repositories, Scope, Ti
 use repo_diesel::repositories::{DieselAttendanceRepository, DieselStore, DieselUserRepository};
 use test_fixtures::ScratchDatabase;
 
-use crate::support::{migrated, on_both_backends};
+use crate::support::{conformance, migrated};
 
 fn hash() -> PasswordHash {
     static HASH: std::sync::OnceLock<PasswordHash> = std::sync::OnceLock::new();
@@ -33,10 +33,12 @@ fn new_user(email: &str) -> NewUser {
     }
 }
 
-/// A migrated database behind a pool, and the store over it.
+/// A migrated database behind a pool, and the store over it. (An in-memory database lives as
+/// long as its pool.)
 fn store(database: &ScratchDatabase) -> DieselStore {
-    drop(migrated(database));
-    DieselStore::new(Arc::new(database.database()))
+    let pool = database.database();
+    pool.migrate().expect("migrate");
+    DieselStore::new(Arc::new(pool))
 }
 
 /// 09:00 UTC `days` days ago.
@@ -53,7 +55,7 @@ fn day_of(instant: DateTime<Utc>) -> NaiveDate {
     instant.date_naive()
 }
 
-on_both_backends!(check_in_and_check_out_follow_the_rules, check_in_and_out);
+conformance!(check_in_and_check_out_follow_the_rules, check_in_and_out);
 
 fn check_in_and_out(database: &ScratchDatabase) {
     let store = store(database);
@@ -123,7 +125,7 @@ fn check_in_and_out(database: &ScratchDatabase) {
     }
 }
 
-on_both_backends!(concurrent_check_ins_open_one_record, concurrent_check_ins);
+conformance!(concurrent_check_ins_open_one_record, concurrent_check_ins);
 
 fn concurrent_check_ins(database: &ScratchDatabase) {
     let store = store(database);
@@ -159,9 +161,12 @@ fn concurrent_check_ins(database: &ScratchDatabase) {
     }
 }
 
-on_both_backends!(attendance_reads_scopes_and_totals, reads_and_totals);
+conformance!(attendance_reads_scopes_and_totals, reads_and_totals);
 
-#[expect(clippy::too_many_lines, reason = "one scenario over the same rows: reads, totals, then deletes and joins")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario over the same rows: reads, totals, then deletes and joins"
+)]
 fn reads_and_totals(database: &ScratchDatabase) {
     let store = store(database);
     let (users, attendance) = (store.users(), store.attendance());
@@ -286,7 +291,7 @@ fn reads_and_totals(database: &ScratchDatabase) {
     assert!(page.items.iter().any(|item| item.attendance.id == open.id));
 }
 
-on_both_backends!(
+conformance!(
     a_page_of_attendance_with_its_user_takes_one_query,
     attendance_with_user_query_count
 );
@@ -326,7 +331,7 @@ fn attendance_with_user_query_count(database: &ScratchDatabase) {
     }
 }
 
-on_both_backends!(a_unit_of_work_commits_or_rolls_back_as_one, unit_of_work);
+conformance!(a_unit_of_work_commits_or_rolls_back_as_one, unit_of_work);
 
 fn unit_of_work(database: &ScratchDatabase) {
     let store = store(database);

@@ -3,6 +3,7 @@
 //! a failure (CI sets it).
 
 mod attendance;
+mod bad_input;
 mod constraints;
 mod migrations;
 mod migrator;

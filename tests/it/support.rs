@@ -28,6 +28,27 @@ macro_rules! on_both_backends {
 }
 pub(crate) use on_both_backends;
 
+/// Like `on_both_backends!`, with the in-memory SQLite database: the repository conformance
+/// suite, written once, on PostgreSQL and on the fast test database.
+macro_rules! conformance {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[test]
+            fn postgres() {
+                if let Some(database) = test_fixtures::ScratchDatabase::postgres() {
+                    super::$body(&database);
+                }
+            }
+
+            #[test]
+            fn sqlite_in_memory() {
+                super::$body(&test_fixtures::ScratchDatabase::sqlite_in_memory());
+            }
+        }
+    };
+}
+pub(crate) use conformance;
+
 /// Opens a connection and applies every migration through the start-up runner.
 pub fn migrated(database: &ScratchDatabase) -> DbConnection {
     let mut connection = database.connect();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use diesel::connection::{Connection as _, InstrumentationEvent, SimpleConnection as _};
+use diesel::connection::{Connection as _, InstrumentationEvent};
 use diesel::prelude::*;
 use domain::{Email, FullName, NewUser, Password, PasswordHash, UserChanges, UserId};
 use repo::{Cursor, KeysetRequest, KeysetStart, PageRequest, RepoError, Scope, TimeRange, UserFilter, UserRepository};
@@ -17,7 +17,7 @@ use repo_diesel::schema::{attendance, users};
 use repo_diesel::sql_types::{DbTimestamp, DbUuid};
 use test_fixtures::ScratchDatabase;
 
-use crate::support::{migrated, on_both_backends};
+use crate::support::{conformance, migrated};
 
 /// One argon2id hash shared by every test user: hashing is deliberately slow.
 fn hash() -> PasswordHash {
@@ -95,7 +95,7 @@ fn live_attendance(repository: &Repository, user: UserId) -> usize {
     .expect("small")
 }
 
-on_both_backends!(users_are_created_read_and_changed, create_read_change);
+conformance!(users_are_created_read_and_changed, create_read_change);
 
 fn create_read_change(database: &ScratchDatabase) {
     let users = repository(database);
@@ -165,7 +165,7 @@ fn create_read_change(database: &ScratchDatabase) {
     );
 }
 
-on_both_backends!(
+conformance!(
     a_soft_delete_cascades_and_a_restore_brings_back_exactly_its_batch,
     delete_and_restore
 );
@@ -218,7 +218,7 @@ fn delete_and_restore(database: &ScratchDatabase) {
     );
 }
 
-on_both_backends!(restoring_a_user_whose_email_was_taken_is_a_conflict, restore_conflict);
+conformance!(restoring_a_user_whose_email_was_taken_is_a_conflict, restore_conflict);
 
 fn restore_conflict(database: &ScratchDatabase) {
     let users = repository(database);
@@ -242,7 +242,7 @@ fn restore_conflict(database: &ScratchDatabase) {
     );
 }
 
-on_both_backends!(purges_delete_for_good_with_retention, purges);
+conformance!(purges_delete_for_good_with_retention, purges);
 
 fn purges(database: &ScratchDatabase) {
     let users = repository(database);
@@ -277,7 +277,7 @@ fn purges(database: &ScratchDatabase) {
     assert!(users.get(live.id, Scope::Live).is_ok());
 }
 
-on_both_backends!(lists_apply_scopes_search_and_offset_pages, offset_lists);
+conformance!(lists_apply_scopes_search_and_offset_pages, offset_lists);
 
 fn offset_lists(database: &ScratchDatabase) {
     let users = repository(database);
@@ -368,7 +368,7 @@ fn users_sharing_a_timestamp(repository: &Repository, count: usize) -> Vec<UserI
     ids
 }
 
-on_both_backends!(
+conformance!(
     keyset_pages_walk_forward_and_back_without_skips_or_repeats,
     keyset_pages
 );
@@ -439,7 +439,7 @@ fn keyset_pages(database: &ScratchDatabase) {
     assert_eq!(ids.len(), 19);
 }
 
-on_both_backends!(a_page_of_users_with_attendance_takes_two_queries, eager_loading);
+conformance!(a_page_of_users_with_attendance_takes_two_queries, eager_loading);
 
 fn eager_loading(database: &ScratchDatabase) {
     let mut connection = migrated(database);
@@ -515,55 +515,4 @@ fn eager_loading(database: &ScratchDatabase) {
         2,
         "the scope reaches the eager load"
     );
-}
-
-on_both_backends!(bad_input_gets_typed_errors_and_changes_nothing, bad_input);
-
-fn bad_input(database: &ScratchDatabase) {
-    let users = repository(database);
-    let ann = users.create(new_user("ann@example.com", "Ann")).expect("create");
-    let count = |users: &Repository| {
-        users
-            .list(
-                &UserFilter {
-                    scope: Scope::WithDeleted,
-                    search: None,
-                },
-                PageRequest::new(1, 100).expect("valid"),
-            )
-            .expect("list")
-            .total
-    };
-    let before = count(&users);
-    assert!(matches!(PageRequest::new(0, 10), Err(RepoError::Validation { .. })));
-    assert_eq!(
-        PageRequest::new(1, 1_000_000).expect("clamped").per_page(),
-        repo::MAX_PAGE_SIZE
-    );
-    for (input, field) in [("", "email"), ("no-at", "email"), ("x@@y", "email")] {
-        let error = Email::parse(input).map_err(RepoError::from).expect_err(input);
-        assert!(
-            matches!(&error, RepoError::Validation { field: f, .. } if f == field),
-            "{error}"
-        );
-    }
-    for input in ["", "   ", &"x".repeat(201), "line\nbreak"] {
-        assert!(FullName::parse(input).is_err(), "{input:?}");
-    }
-    // Quotes and SQL metacharacters are data.
-    let odd = users
-        .create(new_user(
-            "o'brien+x@example.com",
-            "Robert'); DROP TABLE users;-- \"Bobby\"",
-        ))
-        .expect("create");
-    assert_eq!(
-        users.get(odd.id, Scope::Live).expect("get").full_name.as_str(),
-        "Robert'); DROP TABLE users;-- \"Bobby\""
-    );
-    assert_eq!(count(&users), before + 1);
-    with_connection(&users, |connection| {
-        connection.batch_execute("SELECT 1 FROM users").expect("table intact");
-    });
-    assert!(users.get(ann.id, Scope::Live).is_ok());
 }
