@@ -340,6 +340,23 @@ fn busy_database(database: &ScratchDatabase) {
     assert!(matches!(error, RepoError::Timeout(_)), "{error:?}");
     holder.batch_execute("ROLLBACK").expect("release");
     assert!(!store.users().set_active(ann.id, false).expect("free again").is_active);
+
+    if database.backend() == Backend::Postgres {
+        // With no lock timeout, the statement timeout ends the wait instead: also a Timeout.
+        let store = self::store(database, |config| {
+            config.session.lock_timeout = Duration::ZERO;
+            config.session.statement_timeout = Duration::from_millis(150);
+        });
+        holder
+            .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            .expect("hold a lock");
+        let error = store.users().get(ann.id, Scope::Live).expect_err("blocked");
+        assert!(
+            matches!(&error, RepoError::Timeout(message) if message.contains("statement timeout")),
+            "{error:?}"
+        );
+        holder.batch_execute("ROLLBACK").expect("release");
+    }
 }
 
 conformance!(an_exhausted_pool_is_unavailable, exhausted_pool);

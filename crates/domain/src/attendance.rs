@@ -1,7 +1,8 @@
 //! Attendance: a check-in, closed by a check-out.
 
-use chrono::{DateTime, NaiveDate, Utc};
-use serde::Serialize;
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use validator::Validate;
 
 use crate::{AttendanceId, User, UserId};
 
@@ -32,22 +33,35 @@ impl Attendance {
     }
 }
 
-/// A check-in to record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How far in the future a check-in or check-out may be, for clocks that disagree a little.
+pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
+
+/// A check-in to record (as received, it deserialises and validates: not in the future).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Validate)]
 pub struct CheckIn {
     /// Who checks in.
     pub user_id: UserId,
     /// When.
+    #[validate(custom(function = "not_in_the_future"))]
     pub at: DateTime<Utc>,
 }
 
-/// A check-out to record: closes the user's open attendance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A check-out to record: closes the user's open attendance (as received, it deserialises and
+/// validates: not in the future; after the check-in is the repository's rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Validate)]
 pub struct CheckOut {
     /// Who checks out.
     pub user_id: UserId,
     /// When; must be after the check-in.
+    #[validate(custom(function = "not_in_the_future"))]
     pub at: DateTime<Utc>,
+}
+
+fn not_in_the_future(at: &DateTime<Utc>) -> Result<(), validator::ValidationError> {
+    if *at > Utc::now() + MAX_CLOCK_SKEW {
+        return Err(validator::ValidationError::new("at").with_message("must not be in the future".into()));
+    }
+    Ok(())
 }
 
 /// Time worked by one user on one UTC day.
@@ -77,4 +91,26 @@ pub struct AttendanceWithUser {
     pub attendance: Attendance,
     /// Whose it is.
     pub user: User,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_ins_deserialise_and_refuse_the_future() {
+        let user_id = UserId::new();
+        let now: CheckIn = serde_json::from_str(&format!(
+            r#"{{"user_id": "{user_id}", "at": "{}"}}"#,
+            Utc::now().to_rfc3339()
+        ))
+        .expect("json");
+        assert!(now.validate().is_ok());
+        let later = CheckOut {
+            user_id,
+            at: Utc::now() + TimeDelta::hours(1),
+        };
+        assert!(later.validate().expect_err("future").field_errors().contains_key("at"));
+        assert!(serde_json::from_str::<CheckIn>(r#"{"user_id": "nope", "at": "2026-01-01T00:00:00Z"}"#).is_err());
+    }
 }

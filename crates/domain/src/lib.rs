@@ -9,7 +9,9 @@ mod password;
 pub mod time;
 mod user;
 
-pub use attendance::{Attendance, AttendanceWithUser, CheckIn, CheckOut, DailyTotal, UserWithAttendance};
+pub use attendance::{
+    Attendance, AttendanceWithUser, CheckIn, CheckOut, DailyTotal, MAX_CLOCK_SKEW, UserWithAttendance,
+};
 pub use email::{Email, MAX_EMAIL_LENGTH};
 pub use error::ValidationError;
 pub use full_name::{FullName, MAX_FULL_NAME_LENGTH};
