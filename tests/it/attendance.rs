@@ -7,30 +7,15 @@ use std::sync::{Arc, Barrier};
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use diesel::connection::{Connection as _, InstrumentationEvent};
-use domain::{CheckIn, CheckOut, Email, FullName, NewUser, Password, PasswordHash, User, UserId};
+use domain::{CheckIn, CheckOut, Email, User, UserId};
 use repo::{AttendanceRepository, PageRequest, RepoError, Repositories, Scope, TimeRange, UnitOfWork, UserRepository};
 use repo_diesel::repositories::{DieselAttendanceRepository, DieselStore, DieselUserRepository};
 use test_fixtures::ScratchDatabase;
 
-use crate::support::{conformance, migrated};
+use crate::support::{conformance, migrated, new_user as named_user};
 
-fn hash() -> PasswordHash {
-    static HASH: std::sync::OnceLock<PasswordHash> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        Password::parse("correct horse battery")
-            .expect("valid")
-            .hash()
-            .expect("hash")
-    })
-    .clone()
-}
-
-fn new_user(email: &str) -> NewUser {
-    NewUser {
-        email: Email::parse(email).expect("valid"),
-        full_name: FullName::parse("Test User").expect("valid"),
-        password_hash: hash(),
-    }
+fn new_user(email: &str) -> domain::NewUser {
+    named_user(email, "Test User")
 }
 
 /// A migrated database behind a pool, and the store over it. (An in-memory database lives as

@@ -7,24 +7,13 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use diesel::connection::SimpleConnection as _;
-use domain::{AttendanceId, CheckIn, CheckOut, Email, FullName, NewUser, Password, PasswordHash, UserChanges, UserId};
+use domain::{AttendanceId, CheckIn, CheckOut, Email, FullName, NewUser, Password, UserChanges, UserId};
 use repo::{Cursor, KeysetRequest, KeysetStart, PageRequest, RepoError, Repositories, Scope, TimeRange, UserFilter};
 use repo_diesel::Backend;
 use repo_diesel::repositories::DieselStore;
 use test_fixtures::ScratchDatabase;
 
-use crate::support::conformance;
-
-fn hash() -> PasswordHash {
-    static HASH: std::sync::OnceLock<PasswordHash> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        Password::parse("correct horse battery")
-            .expect("valid")
-            .hash()
-            .expect("hash")
-    })
-    .clone()
-}
+use crate::support::{conformance, password_hash};
 
 fn store(database: &ScratchDatabase, tune: impl FnOnce(&mut repo_diesel::DatabaseConfig)) -> DieselStore {
     let mut config = database.config();
@@ -38,7 +27,7 @@ fn new_user(email: &str, name: &str) -> Result<NewUser, RepoError> {
     Ok(NewUser {
         email: Email::parse(email)?,
         full_name: FullName::parse(name)?,
-        password_hash: hash(),
+        password_hash: password_hash(),
     })
 }
 

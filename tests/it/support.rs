@@ -181,3 +181,24 @@ pub fn count_rows(connection: &mut DbConnection, table: &str) -> i64 {
         .expect("count")
         .count
 }
+
+/// One argon2id hash shared by every test user: hashing is deliberately slow.
+pub fn password_hash() -> domain::PasswordHash {
+    static HASH: std::sync::OnceLock<domain::PasswordHash> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        domain::Password::parse("correct horse battery")
+            .expect("valid")
+            .hash()
+            .expect("hash")
+    })
+    .clone()
+}
+
+/// A valid new user with the shared password hash.
+pub fn new_user(email: &str, name: &str) -> domain::NewUser {
+    domain::NewUser {
+        email: domain::Email::parse(email).expect("valid email"),
+        full_name: domain::FullName::parse(name).expect("valid name"),
+        password_hash: password_hash(),
+    }
+}

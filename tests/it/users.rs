@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::connection::{Connection as _, InstrumentationEvent};
 use diesel::prelude::*;
-use domain::{Email, FullName, NewUser, Password, PasswordHash, UserChanges, UserId};
+use domain::{Email, FullName, UserChanges, UserId};
 use repo::{Cursor, KeysetRequest, KeysetStart, PageRequest, RepoError, Scope, TimeRange, UserFilter, UserRepository};
 use repo_diesel::DbConnection;
 use repo_diesel::models::{AttendanceRow, UserRow};
@@ -17,27 +17,7 @@ use repo_diesel::schema::{attendance, users};
 use repo_diesel::sql_types::{DbTimestamp, DbUuid};
 use test_fixtures::ScratchDatabase;
 
-use crate::support::{conformance, migrated};
-
-/// One argon2id hash shared by every test user: hashing is deliberately slow.
-fn hash() -> PasswordHash {
-    static HASH: std::sync::OnceLock<PasswordHash> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        Password::parse("correct horse battery")
-            .expect("valid")
-            .hash()
-            .expect("hash")
-    })
-    .clone()
-}
-
-fn new_user(email: &str, name: &str) -> NewUser {
-    NewUser {
-        email: Email::parse(email).expect("valid email"),
-        full_name: FullName::parse(name).expect("valid name"),
-        password_hash: hash(),
-    }
-}
+use crate::support::{conformance, migrated, new_user, password_hash as hash};
 
 type Repository = DieselUserRepository<RefCell<DbConnection>>;
 

@@ -6,6 +6,7 @@ mod error;
 mod full_name;
 mod id;
 mod password;
+mod text;
 pub mod time;
 mod user;
 
