@@ -9,5 +9,6 @@ mod migrations;
 mod migrator;
 mod pool;
 mod schema;
+mod service;
 mod support;
 mod users;
