@@ -36,6 +36,11 @@ fn morning(days: i64) -> DateTime<Utc> {
     today - TimeDelta::days(days)
 }
 
+/// Half an hour ago: a check-in time that is never in the future.
+fn a_moment_ago() -> DateTime<Utc> {
+    domain::time::now() - TimeDelta::minutes(30)
+}
+
 fn day_of(instant: DateTime<Utc>) -> NaiveDate {
     instant.date_naive()
 }
@@ -94,7 +99,7 @@ fn check_in_and_out(database: &ScratchDatabase) {
     attendance
         .check_in(CheckIn {
             user_id: ann.id,
-            at: at + TimeDelta::days(1),
+            at: a_moment_ago(),
         })
         .expect("a new day, a new record");
 
@@ -124,7 +129,7 @@ fn concurrent_check_ins(database: &ScratchDatabase) {
                 barrier.wait();
                 store.attendance().check_in(CheckIn {
                     user_id: ann.id,
-                    at: morning(0) + TimeDelta::seconds(n.try_into().expect("small")),
+                    at: a_moment_ago() + TimeDelta::seconds(n.try_into().expect("small")),
                 })
             })
         })
@@ -187,13 +192,13 @@ fn reads_and_totals(database: &ScratchDatabase) {
     let open = attendance
         .check_in(CheckIn {
             user_id: ann.id,
-            at: morning(0),
+            at: a_moment_ago(),
         })
         .expect("open today");
     attendance
         .check_in(CheckIn {
             user_id: bob.id,
-            at: morning(0),
+            at: a_moment_ago(),
         })
         .expect("bob open");
 
@@ -327,7 +332,7 @@ fn unit_of_work(database: &ScratchDatabase) {
             let user = repositories.users().create(new_user("ann@example.com"))?;
             repositories.attendance().check_in(CheckIn {
                 user_id: user.id,
-                at: morning(0),
+                at: a_moment_ago(),
             })?;
             created = Some(user);
             Ok(())
@@ -343,7 +348,7 @@ fn unit_of_work(database: &ScratchDatabase) {
             repositories.users().soft_delete(ann.id)?; // a transaction of its own inside: a savepoint
             repositories.attendance().check_in(CheckIn {
                 user_id: UserId::new(),
-                at: morning(0),
+                at: a_moment_ago(),
             })?;
             Ok(())
         })
@@ -359,5 +364,128 @@ fn unit_of_work(database: &ScratchDatabase) {
     assert!(
         store.users().get(ann.id, Scope::Live).is_ok(),
         "the soft delete was rolled back too"
+    );
+}
+
+conformance!(attendance_edges_hold_on_both_backends, attendance_edges);
+
+fn attendance_edges(database: &ScratchDatabase) {
+    let store = store(database);
+    let (users, attendance) = (store.users(), store.attendance());
+    let ann = users.create(new_user("ann@example.com")).expect("user");
+
+    // Times in the future or outside four-digit years are refused before the database.
+    let future = domain::time::now() + TimeDelta::hours(1);
+    let year_10000 = NaiveDate::from_ymd_opt(10_000, 1, 1)
+        .expect("valid")
+        .and_hms_opt(0, 0, 0)
+        .expect("valid")
+        .and_utc();
+    for at in [future, year_10000, DateTime::<Utc>::MIN_UTC] {
+        let error = attendance
+            .check_in(CheckIn { user_id: ann.id, at })
+            .expect_err("refused");
+        assert!(
+            matches!(&error, RepoError::Validation { field, .. } if field == "at"),
+            "{error}"
+        );
+    }
+    assert!(TimeRange::new(DateTime::<Utc>::MIN_UTC, domain::time::now()).is_err());
+
+    // A deactivated user cannot check in, whoever calls the repository.
+    users.set_active(ann.id, false).expect("deactivate");
+    let error = attendance
+        .check_in(CheckIn {
+            user_id: ann.id,
+            at: a_moment_ago(),
+        })
+        .expect_err("inactive");
+    assert!(
+        matches!(&error, RepoError::Conflict { constraint, .. } if constraint == "users.is_active"),
+        "{error}"
+    );
+    users.set_active(ann.id, true).expect("reactivate");
+
+    // Durations are rounded from exact microseconds, the same on both backends.
+    let base = morning(5);
+    for (offset, micros, expected) in [(0, 1_499_600, 1), (1, 1_500_000, 2), (2, 3_600_000_400, 3_600)] {
+        let at = base + TimeDelta::hours(offset);
+        attendance.check_in(CheckIn { user_id: ann.id, at }).expect("in");
+        attendance
+            .check_out(CheckOut {
+                user_id: ann.id,
+                at: at + TimeDelta::microseconds(micros),
+            })
+            .expect("out");
+        let range = TimeRange::new(at, at + TimeDelta::minutes(1)).expect("range");
+        let totals = attendance.daily_totals(ann.id, range).expect("totals");
+        assert_eq!(
+            totals.iter().map(|total| total.seconds).collect::<Vec<_>>(),
+            vec![expected],
+            "{micros} µs"
+        );
+    }
+
+    // A record deleted on its own, whose user was deleted later, stays deleted with the user.
+    let at = morning(4);
+    let record = attendance.check_in(CheckIn { user_id: ann.id, at }).expect("in");
+    attendance
+        .check_out(CheckOut {
+            user_id: ann.id,
+            at: at + TimeDelta::hours(1),
+        })
+        .expect("out");
+    attendance.soft_delete(record.id).expect("delete the record");
+    users.soft_delete(ann.id).expect("delete the user");
+    let error = attendance.restore(record.id).expect_err("user deleted");
+    assert!(
+        matches!(&error, RepoError::Conflict { constraint, .. } if constraint == "users.deleted_at"),
+        "{error}"
+    );
+    users.restore(ann.id).expect("restore the user");
+    attendance.restore(record.id).expect("now the record can come back");
+
+    // A page past the end still knows the total.
+    let page = attendance
+        .list_with_user(Scope::Live, PageRequest::new(50, 10).expect("valid"))
+        .expect("page");
+    assert!(page.items.is_empty());
+    assert_eq!(page.total, 4);
+}
+
+conformance!(
+    a_check_in_racing_the_users_deletion_does_not_outlive_it,
+    check_in_races_deletion
+);
+
+fn check_in_races_deletion(database: &ScratchDatabase) {
+    let store = store(database);
+    let ann = store.users().create(new_user("ann@example.com")).expect("user");
+    let deleting = Arc::new(Barrier::new(2));
+    let deleter = {
+        let (store, deleting) = (store.clone(), Arc::clone(&deleting));
+        std::thread::spawn(move || {
+            store.transaction(&mut |repositories: &dyn Repositories| {
+                repositories.users().soft_delete(ann.id)?;
+                deleting.wait(); // the deletion is written, not committed
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                Ok(())
+            })
+        })
+    };
+    deleting.wait();
+    let outcome = store.attendance().check_in(CheckIn {
+        user_id: ann.id,
+        at: a_moment_ago(),
+    });
+    deleter.join().expect("thread").expect("deleted");
+    assert!(matches!(outcome, Err(RepoError::NotFound { .. })), "{outcome:?}");
+    let range = TimeRange::new(a_moment_ago() - TimeDelta::days(1), domain::time::now()).expect("range");
+    assert!(
+        store
+            .attendance()
+            .list_for_user(ann.id, range, Scope::Live)
+            .expect("list")
+            .is_empty()
     );
 }

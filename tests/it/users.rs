@@ -214,7 +214,7 @@ fn restore_conflict(database: &ScratchDatabase) {
     );
     assert!(
         users.get(first.id, Scope::OnlyDeleted).is_ok(),
-        "still deleted: the restore rolled back"
+        "still deleted: the refused restore changed nothing"
     );
     assert_eq!(
         users.get(second.id, Scope::Live).expect("live").full_name.as_str(),
@@ -494,5 +494,104 @@ fn eager_loading(database: &ScratchDatabase) {
         with_deleted.items[0].attendance.len(),
         2,
         "the scope reaches the eager load"
+    );
+}
+
+conformance!(keyset_pages_respect_their_filter, keyset_filters);
+
+fn keyset_filters(database: &ScratchDatabase) {
+    let users = repository(database);
+    let mut emilies = Vec::new();
+    for n in 0..8 {
+        let name = if n % 2 == 0 {
+            format!("Émile Zola {n}")
+        } else {
+            format!("Other {n}")
+        };
+        let user = users
+            .create(new_user(&format!("user{n}@example.com"), &name))
+            .expect("create");
+        if n % 2 == 0 {
+            emilies.push(user.id);
+        }
+    }
+    // Unicode case-insensitive search, the same on both backends.
+    let emile = UserFilter {
+        scope: Scope::Live,
+        search: Some("ÉMILE".into()),
+    };
+    let first = users
+        .list_keyset(&emile, &KeysetRequest::new(KeysetStart::First, 2).expect("valid"))
+        .expect("page");
+    let next = first.next.clone().expect("a second page");
+    let second = users
+        .list_keyset(
+            &emile,
+            &KeysetRequest::new(KeysetStart::After(next.clone()), 2).expect("valid"),
+        )
+        .expect("page");
+    let ids: Vec<UserId> = first.items.iter().chain(&second.items).map(|user| user.id).collect();
+    assert_eq!(ids, emilies, "four matches in two exact pages");
+    assert!(!second.has_next(), "an exactly full last page says so");
+
+    // A cursor belongs to its list: another filter or scope refuses it.
+    for other in [
+        UserFilter::default(),
+        UserFilter {
+            scope: Scope::WithDeleted,
+            search: Some("émile".into()),
+        },
+    ] {
+        let error = users
+            .list_keyset(
+                &other,
+                &KeysetRequest::new(KeysetStart::After(next.clone()), 2).expect("valid"),
+            )
+            .expect_err("another list");
+        assert!(
+            matches!(&error, RepoError::Validation { field, .. } if field == "cursor"),
+            "{error}"
+        );
+    }
+
+    // Only-deleted scope pages too, and an empty list has no cursors.
+    users.soft_delete(emilies[0]).expect("delete");
+    let deleted = users
+        .list_keyset(
+            &UserFilter {
+                scope: Scope::OnlyDeleted,
+                search: None,
+            },
+            &KeysetRequest::new(KeysetStart::First, 5).expect("valid"),
+        )
+        .expect("page");
+    assert_eq!(
+        (deleted.items.len(), deleted.has_next(), deleted.has_previous()),
+        (1, false, false)
+    );
+    let none = users
+        .list_keyset(
+            &UserFilter {
+                scope: Scope::Live,
+                search: Some("nobody".into()),
+            },
+            &KeysetRequest::new(KeysetStart::First, 5).expect("valid"),
+        )
+        .expect("page");
+    assert!(none.items.is_empty() && none.next.is_none() && none.previous.is_none());
+
+    // A NUL character cannot be searched for: a typed error, not a database error.
+    let error = users
+        .list(
+            &UserFilter {
+                scope: Scope::Live,
+                search: Some("a\0b".into()),
+            },
+            PageRequest::new(1, 10).expect("valid"),
+        )
+        .expect_err("NUL");
+    assert!(
+        matches!(&error, RepoError::Validation { field, .. } if field == "search"),
+        "{error}"
     );
 }

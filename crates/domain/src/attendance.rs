@@ -1,6 +1,6 @@
 //! Attendance: a check-in, closed by a check-out.
 
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
@@ -33,10 +33,8 @@ impl Attendance {
     }
 }
 
-/// How far in the future a check-in or check-out may be, for clocks that disagree a little.
-pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
-
-/// A check-in to record (as received, it deserialises and validates: not in the future).
+/// A check-in to record. `validate` (validator crate) checks that it is not in the future; the
+/// repository checks it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Validate)]
 pub struct CheckIn {
     /// Who checks in.
@@ -46,8 +44,8 @@ pub struct CheckIn {
     pub at: DateTime<Utc>,
 }
 
-/// A check-out to record: closes the user's open attendance (as received, it deserialises and
-/// validates: not in the future; after the check-in is the repository's rule).
+/// A check-out to record: closes the user's open attendance. `validate` checks that it is not in
+/// the future; the repository checks that again, and that it is after the check-in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Validate)]
 pub struct CheckOut {
     /// Who checks out.
@@ -58,10 +56,9 @@ pub struct CheckOut {
 }
 
 fn not_in_the_future(at: &DateTime<Utc>) -> Result<(), validator::ValidationError> {
-    if *at > Utc::now() + MAX_CLOCK_SKEW {
-        return Err(validator::ValidationError::new("at").with_message("must not be in the future".into()));
-    }
-    Ok(())
+    crate::time::not_in_the_future(*at, "at")
+        .map(drop)
+        .map_err(|error| validator::ValidationError::new("at").with_message(error.message.into()))
 }
 
 /// Time worked by one user on one UTC day.
@@ -108,7 +105,7 @@ mod tests {
         assert!(now.validate().is_ok());
         let later = CheckOut {
             user_id,
-            at: Utc::now() + TimeDelta::hours(1),
+            at: Utc::now() + chrono::TimeDelta::hours(1),
         };
         assert!(later.validate().expect_err("future").field_errors().contains_key("at"));
         assert!(serde_json::from_str::<CheckIn>(r#"{"user_id": "nope", "at": "2026-01-01T00:00:00Z"}"#).is_err());

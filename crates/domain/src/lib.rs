@@ -10,9 +10,7 @@ mod text;
 pub mod time;
 mod user;
 
-pub use attendance::{
-    Attendance, AttendanceWithUser, CheckIn, CheckOut, DailyTotal, MAX_CLOCK_SKEW, UserWithAttendance,
-};
+pub use attendance::{Attendance, AttendanceWithUser, CheckIn, CheckOut, DailyTotal, UserWithAttendance};
 pub use email::{Email, MAX_EMAIL_LENGTH};
 pub use error::ValidationError;
 pub use full_name::{FullName, MAX_FULL_NAME_LENGTH};

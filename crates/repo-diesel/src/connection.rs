@@ -205,6 +205,7 @@ fn apply_session_settings(connection: &mut DbConnection, session: &SessionSettin
                 session.sqlite_busy_timeout.as_millis()
             ))?;
             use_write_ahead_log(sqlite, session.sqlite_busy_timeout)?;
+            crate::sql_types::lower_utils::register_impl(sqlite, |text: String| text.to_lowercase())?;
         }
     }
     Ok(())

@@ -195,6 +195,13 @@ pub(crate) fn map_error(error: DieselError) -> RepoError {
             message: "refers to a row that does not exist".into(),
         },
         DatabaseErrorKind::ClosedConnection => RepoError::Unavailable(message.to_owned()),
+        // PostgreSQL data exceptions (SQLSTATE class 22) that input the code did not catch.
+        _ if message.contains("out of range")
+            || message.contains("invalid byte sequence")
+            || message.contains("invalid input syntax") =>
+        {
+            RepoError::validation("input", message)
+        }
         _ if message.contains("statement timeout")
             || message.contains("lock timeout")
             || message.contains("database is locked") =>

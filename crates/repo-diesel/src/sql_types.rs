@@ -16,6 +16,13 @@ use diesel::sqlite::Sqlite;
 
 use crate::connection::MultiBackend;
 
+diesel::define_sql_function! {
+    /// SQL `lower(text)`. On SQLite every connection replaces the built-in, which folds ASCII
+    /// only, with Rust's Unicode `to_lowercase`, so that case-insensitive search and the
+    /// `email = lower(email)` check mean on SQLite what they mean on PostgreSQL.
+    fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
 /// A UUID: `uuid` on PostgreSQL, a 16-byte BLOB on SQLite.
 #[derive(Debug, Clone, Copy, Default, diesel::sql_types::SqlType, diesel::query_builder::QueryId)]
 #[diesel(postgres_type(oid = 2950, array_oid = 2951))]

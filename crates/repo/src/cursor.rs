@@ -39,25 +39,28 @@ pub struct Position {
 pub struct Cursor(String);
 
 impl Cursor {
-    /// Encodes a position. The payload carries the microseconds since the epoch, so no row is
-    /// skipped or repeated because of a rounded timestamp, and a short digest that catches edits.
+    /// Encodes a position in the list described by `context` (the filter, for example), so the
+    /// cursor is refused by any other list. The payload carries the microseconds since the epoch,
+    /// so no row is skipped or repeated because of a rounded timestamp, and a short digest that
+    /// catches edits.
     #[must_use]
-    pub fn encode(position: Position) -> Self {
+    pub fn encode(position: Position, context: &str) -> Self {
         let direction = match position.direction {
             Direction::Forward => 'f',
             Direction::Backward => 'b',
         };
         let payload = format!(
-            "{VERSION}|{direction}|{}|{}",
+            "{VERSION}|{direction}|{}|{}|{}",
             position.created_at.timestamp_micros(),
-            position.id.simple()
+            position.id.simple(),
+            digest(context)
         );
         let digest = digest(&payload);
         Self(URL_SAFE_NO_PAD.encode(format!("{payload}|{digest}")))
     }
 
-    /// Decodes a cursor a caller handed back.
-    pub fn decode(&self) -> Result<Position, RepoError> {
+    /// Decodes a cursor a caller handed back for the list described by `context`.
+    pub fn decode(&self, context: &str) -> Result<Position, RepoError> {
         let invalid = || RepoError::validation("cursor", "is not a cursor this service issued");
         let bytes = URL_SAFE_NO_PAD.decode(self.0.as_bytes()).map_err(|_| invalid())?;
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
@@ -66,7 +69,7 @@ impl Cursor {
             return Err(invalid());
         }
         let parts: Vec<&str> = payload.split('|').collect();
-        let [version, direction, micros, id] = parts.as_slice() else {
+        let [version, direction, micros, id, list] = parts.as_slice() else {
             return Err(invalid());
         };
         if *version != VERSION {
@@ -82,7 +85,14 @@ impl Cursor {
         };
         let micros: i64 = micros.parse().map_err(|_| invalid())?;
         let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
+        let created_at = domain::time::storable(created_at, "cursor").map_err(|_| invalid())?;
         let id = uuid::Uuid::parse_str(id).map_err(|_| invalid())?;
+        if *list != digest(context) {
+            return Err(RepoError::validation(
+                "cursor",
+                "belongs to another list (a different filter or scope)",
+            ));
+        }
         Ok(Position {
             created_at,
             id,
@@ -115,8 +125,9 @@ impl fmt::Display for Cursor {
     }
 }
 
-/// The first 8 bytes of SHA-256, hex: catches edits and truncation. Not a signature: a cursor
-/// only positions a page inside what the caller may list anyway.
+/// The first 8 bytes of SHA-256, hex: catches edits and truncation. Not a signature: someone who
+/// rebuilds the digest can forge a cursor, but a forged cursor only positions a page inside the
+/// list the caller may read anyway, and its values are range-checked.
 fn digest(payload: &str) -> String {
     Sha256::digest(payload.as_bytes())
         .iter()
@@ -143,19 +154,23 @@ mod tests {
     #[test]
     fn round_trips_at_microsecond_precision() {
         let position = position();
-        let cursor = Cursor::encode(position);
+        let cursor = Cursor::encode(position, "users|Live|");
         assert!(
             cursor
                 .as_str()
                 .bytes()
                 .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
         );
-        assert_eq!(Cursor::from_text(cursor.as_str()).decode(), Ok(position));
+        assert_eq!(Cursor::from_text(cursor.as_str()).decode("users|Live|"), Ok(position));
+        let other = Cursor::from_text(cursor.as_str())
+            .decode("users|WithDeleted|")
+            .expect_err("another list");
+        assert!(other.to_string().contains("another list"), "{other}");
     }
 
     #[track_caller]
     fn check_rejected(text: &str) {
-        let error = Cursor::from_text(text).decode().expect_err(text);
+        let error = Cursor::from_text(text).decode("users|Live|").expect_err(text);
         assert!(
             matches!(&error, RepoError::Validation { field, .. } if field == "cursor"),
             "{error}"
@@ -164,7 +179,7 @@ mod tests {
 
     #[test]
     fn malformed_and_altered_cursors_are_validation_errors() {
-        let cursor = Cursor::encode(position());
+        let cursor = Cursor::encode(position(), "users|Live|");
         check_rejected("");
         check_rejected("not base64 !!");
         check_rejected(&URL_SAFE_NO_PAD.encode("v1|f|1|x"));

@@ -8,8 +8,9 @@ use domain::{
 
 use crate::{KeysetPage, KeysetRequest, OffsetPage, PageRequest, RepoError};
 
-/// Which rows a read sees with respect to soft deletion. Every read takes one; the default is
-/// `Live`, and eager loads apply the same scope to the rows they load alongside.
+/// Which rows a read sees with respect to soft deletion. Reads that fetch or list rows take one
+/// (the default is `Live`), and eager loads and joins apply it to the rows they load alongside.
+/// `currently_checked_in` and `daily_totals` count live rows only.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// Rows that are not soft-deleted.
@@ -31,8 +32,11 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
-    /// A range; `to` before `from` is a `Validation` error.
+    /// A range; `to` before `from`, or an end outside the years 1 to 9999, is a `Validation`
+    /// error.
     pub fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Self, RepoError> {
+        let from = domain::time::storable(from, "from")?;
+        let to = domain::time::storable(to, "to")?;
         if to < from {
             return Err(RepoError::validation("to", "must not be before from"));
         }
@@ -90,11 +94,12 @@ pub trait UserRepository {
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait AttendanceRepository {
     /// Opens an attendance record. `Conflict` on `uq_attendance_user_id` when the user already
-    /// has an open one (enforced by the database, so concurrent check-ins cannot both succeed);
-    /// `NotFound` for an unknown or deleted user.
+    /// has an open one (enforced by the database, so concurrent check-ins cannot both succeed),
+    /// and on `users.is_active` for a deactivated user; `NotFound` for an unknown or deleted user;
+    /// `Validation` on `at` for a time in the future or outside the years 1 to 9999.
     fn check_in(&self, check_in: CheckIn) -> Result<Attendance, RepoError>;
-    /// Closes the user's open record. `NotFound` when there is none; `Validation` when `at` is
-    /// not after the check-in.
+    /// Closes the user's open record. `NotFound` when there is none; `Validation` on
+    /// `check_out_time` when `at` is not after the check-in, and on `at` for a time in the future.
     fn check_out(&self, check_out: CheckOut) -> Result<Attendance, RepoError>;
     /// The record with this id in `scope`.
     fn get(&self, id: AttendanceId, scope: Scope) -> Result<Attendance, RepoError>;
@@ -102,13 +107,16 @@ pub trait AttendanceRepository {
     fn list_for_user(&self, user_id: UserId, range: TimeRange, scope: Scope) -> Result<Vec<Attendance>, RepoError>;
     /// Open records of live users, with the user, in one query.
     fn currently_checked_in(&self) -> Result<Vec<AttendanceWithUser>, RepoError>;
-    /// Seconds worked per UTC day by a user over `range`, computed by the database.
+    /// Seconds worked by a user, summed by the database over closed live records whose check-in
+    /// is in `range`, grouped by the UTC day of the check-in (a shift past midnight counts for
+    /// the day it began). Each record's duration is rounded to the nearest second.
     fn daily_totals(&self, user_id: UserId, range: TimeRange) -> Result<Vec<DailyTotal>, RepoError>;
     /// A page of records with their users, in one query.
     fn list_with_user(&self, scope: Scope, page: PageRequest) -> Result<OffsetPage<AttendanceWithUser>, RepoError>;
     /// Soft-deletes one record.
     fn soft_delete(&self, id: AttendanceId) -> Result<Attendance, RepoError>;
-    /// Restores one soft-deleted record (not one deleted with its user: restore the user).
+    /// Restores one soft-deleted record. `Conflict` when it went with its user (restore the user)
+    /// or when its user is deleted now.
     fn restore(&self, id: AttendanceId) -> Result<Attendance, RepoError>;
 }
 

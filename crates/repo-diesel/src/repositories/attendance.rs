@@ -52,11 +52,12 @@ fn scoped(scope: Scope) -> AttendanceQuery {
     }
 }
 
-/// A row whose deletion batch is its user's: it went with the user and comes back with them.
+/// What a restore of one record found.
 enum RestoreOutcome {
     Restored,
     NotDeleted,
     DeletedWithUser,
+    UserDeleted,
 }
 
 #[derive(QueryableByName)]
@@ -87,52 +88,79 @@ impl<C: Connections> DieselAttendanceRepository<C> {
 impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
     #[tracing::instrument(skip(self))]
     fn check_in(&self, check_in: CheckIn) -> Result<Attendance, RepoError> {
+        let at = domain::time::not_in_the_future(check_in.at, "at")?;
         let now = domain::time::now();
         let row = AttendanceRow {
             id: DbUuid(*AttendanceId::new().as_uuid()),
             user_id: user_key(check_in.user_id),
-            check_in_time: DbTimestamp(domain::time::truncate_to_micros(check_in.at)),
+            check_in_time: DbTimestamp(at),
             check_out_time: None,
             created_at: DbTimestamp(now),
             updated_at: DbTimestamp(now),
             deleted_at: None,
             deletion_batch_id: None,
         };
-        // One statement: the row is inserted only if the user is live (INSERT ... SELECT), and
-        // uq_attendance_user_id refuses a second open record, also when two check-ins race: the
-        // loser gets a unique violation, mapped to Conflict.
-        let live_user = users::table
-            .filter(users::id.eq(row.user_id))
-            .filter(users::deleted_at.is_null())
-            .select((
-                row.id.into_sql::<Uuid>(),
-                users::id,
-                row.check_in_time.into_sql::<Instant>(),
-                row.created_at.into_sql::<Instant>(),
-                row.updated_at.into_sql::<Instant>(),
-            ));
+        // One statement: the row is inserted only for a live, active user (INSERT ... SELECT),
+        // and uq_attendance_user_id refuses a second open record, also when two check-ins race:
+        // the loser gets a unique violation, mapped to Conflict. On PostgreSQL the user row is
+        // read FOR SHARE, so a check-in racing the user's soft delete waits for it and then sees
+        // the user deleted; SQLite runs one writer at a time anyway.
         let inserted = self.connections.with(|connection| {
-            diesel::insert_into(attendance::table)
-                .values(live_user)
-                .into_columns((
-                    attendance::id,
-                    attendance::user_id,
-                    attendance::check_in_time,
-                    attendance::created_at,
-                    attendance::updated_at,
-                ))
-                .execute(connection)
-                .map_err(map_error)
-        })? == 1;
-        if !inserted {
-            return Err(RepoError::not_found("user", &check_in.user_id));
+            let live_user = users::table
+                .filter(users::id.eq(row.user_id))
+                .filter(users::deleted_at.is_null())
+                .filter(users::is_active.eq(true))
+                .select((
+                    row.id.into_sql::<Uuid>(),
+                    users::id,
+                    row.check_in_time.into_sql::<Instant>(),
+                    row.created_at.into_sql::<Instant>(),
+                    row.updated_at.into_sql::<Instant>(),
+                ));
+            let columns = (
+                attendance::id,
+                attendance::user_id,
+                attendance::check_in_time,
+                attendance::created_at,
+                attendance::updated_at,
+            );
+            match connection {
+                DbConnection::Pg(pg) => diesel::insert_into(attendance::table)
+                    .values(live_user.for_share())
+                    .into_columns(columns)
+                    .execute(pg),
+                DbConnection::Sqlite(sqlite) => diesel::insert_into(attendance::table)
+                    .values(live_user)
+                    .into_columns(columns)
+                    .execute(sqlite),
+            }
+            .map_err(map_error)
+        })?;
+        if inserted == 1 {
+            return Ok(to_attendance(&row));
         }
-        Ok(to_attendance(&row))
+        // Nothing inserted: say why.
+        let active: Option<bool> = self.connections.with(|connection| {
+            users::table
+                .filter(users::id.eq(row.user_id))
+                .filter(users::deleted_at.is_null())
+                .select(users::is_active)
+                .first(connection)
+                .optional()
+                .map_err(map_error)
+        })?;
+        match active {
+            Some(false) => Err(RepoError::Conflict {
+                constraint: "users.is_active".into(),
+                message: "the user is deactivated and cannot check in".into(),
+            }),
+            _ => Err(RepoError::not_found("user", &check_in.user_id)),
+        }
     }
 
     #[tracing::instrument(skip(self))]
     fn check_out(&self, check_out: CheckOut) -> Result<Attendance, RepoError> {
-        let at = domain::time::truncate_to_micros(check_out.at);
+        let at = domain::time::not_in_the_future(check_out.at, "at")?;
         let open = self
             .find(
                 scoped(Scope::Live)
@@ -245,9 +273,25 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
                 .load(connection)
                 .map_err(map_error)
         })?;
-        let total = rows
-            .first()
-            .map_or(0, |(_, _, total)| u64::try_from(*total).unwrap_or(0));
+        let total = match rows.first() {
+            Some((_, _, total)) => u64::try_from(*total).unwrap_or(0),
+            None if offset == 0 => 0,
+            // Past the last page the window count has no row to ride on: count separately.
+            None => {
+                let total: i64 = self.connections.with(|connection| {
+                    let mut query = attendance::table.inner_join(users::table).into_boxed::<MultiBackend>();
+                    query = match scope {
+                        Scope::Live => query
+                            .filter(attendance::deleted_at.is_null())
+                            .filter(users::deleted_at.is_null()),
+                        Scope::WithDeleted => query,
+                        Scope::OnlyDeleted => query.filter(attendance::deleted_at.is_not_null()),
+                    };
+                    query.count().get_result(connection).map_err(map_error)
+                })?;
+                u64::try_from(total).unwrap_or(0)
+            }
+        };
         let items = rows
             .iter()
             .map(|(attendance, user, _)| {
@@ -289,18 +333,25 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
         let outcome = self.connections.with(|connection| {
             connection
                 .transaction(|connection| {
-                    let found: Option<(Option<DbUuid>, Option<DbUuid>)> = attendance::table
+                    let found: Option<(Option<DbUuid>, Option<DbUuid>, Option<DbTimestamp>)> = attendance::table
                         .inner_join(users::table)
                         .filter(attendance::id.eq(key(id)))
                         .filter(attendance::deleted_at.is_not_null())
-                        .select((attendance::deletion_batch_id, users::deletion_batch_id))
+                        .select((
+                            attendance::deletion_batch_id,
+                            users::deletion_batch_id,
+                            users::deleted_at,
+                        ))
                         .first(connection)
                         .optional()?;
-                    let Some((batch, user_batch)) = found else {
+                    let Some((batch, user_batch, user_deleted_at)) = found else {
                         return Ok(RestoreOutcome::NotDeleted);
                     };
                     if batch.is_some() && batch == user_batch {
                         return Ok(RestoreOutcome::DeletedWithUser);
+                    }
+                    if user_deleted_at.is_some() {
+                        return Ok(RestoreOutcome::UserDeleted);
                     }
                     diesel::update(attendance::table.filter(attendance::id.eq(key(id))))
                         .set((
@@ -320,13 +371,19 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
                 constraint: "deletion_batch_id".into(),
                 message: "the record was deleted with its user: restore the user".into(),
             }),
+            RestoreOutcome::UserDeleted => Err(RepoError::Conflict {
+                constraint: "users.deleted_at".into(),
+                message: "the record's user is deleted: restore the user first".into(),
+            }),
         }
     }
 }
 
-/// Seconds worked per UTC day over the range, summed by the database over closed, live records
-/// with a check-in in the range. The SQL differs by backend (date arithmetic), the values are
-/// bound on both.
+/// Seconds worked per UTC day of check-in over the range, summed by the database over closed,
+/// live records with a check-in in the range, each record's duration rounded to the nearest
+/// second from exact microseconds on both backends (SQLite reads them from the fixed-width text;
+/// its `julianday` would round to milliseconds). The SQL differs by backend (date arithmetic);
+/// the values are bound on both.
 fn daily_rows(connection: &mut DbConnection, user_id: UserId, range: TimeRange) -> Result<Vec<DailyRow>, RepoError> {
     let (user, from, to) = (user_key(user_id), DbTimestamp(range.from), DbTimestamp(range.to));
     let sql = match connection {
@@ -340,7 +397,7 @@ fn daily_rows(connection: &mut DbConnection, user_id: UserId, range: TimeRange) 
         }
         DbConnection::Sqlite(_) => {
             "SELECT substr(check_in_time, 1, 10) AS day,
-                    CAST(sum(round((julianday(check_out_time) - julianday(check_in_time)) * 86400)) AS INTEGER) AS seconds
+                    sum(((CAST(strftime('%s', substr(check_out_time, 1, 19)) AS INTEGER) * 1000000 + CAST(substr(check_out_time, 21, 6) AS INTEGER)) - (CAST(strftime('%s', substr(check_in_time, 1, 19)) AS INTEGER) * 1000000 + CAST(substr(check_in_time, 21, 6) AS INTEGER)) + 500000) / 1000000) AS seconds
              FROM attendance
              WHERE user_id = $1 AND check_in_time >= $2 AND check_in_time < $3
                AND check_out_time IS NOT NULL AND deleted_at IS NULL

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::BigInt;
 use domain::{
     Attendance, AttendanceId, Email, FullName, NewUser, PasswordHash, User, UserChanges, UserId, UserWithAttendance,
 };
@@ -19,12 +19,7 @@ use super::{Connections, map_error};
 use crate::connection::MultiBackend;
 use crate::models::{AttendanceRow, UserRow};
 use crate::schema::{attendance, users};
-use crate::sql_types::{DbTimestamp, DbUuid};
-
-diesel::define_sql_function! {
-    /// SQL `lower(text)`.
-    fn lower(text: Text) -> Text;
-}
+use crate::sql_types::{DbTimestamp, DbUuid, lower};
 
 /// Users stored through diesel, on PostgreSQL or SQLite.
 #[derive(Debug, Clone)]
@@ -61,16 +56,34 @@ fn scoped(scope: Scope) -> UsersQuery {
     }
 }
 
-/// `users` in the filter's scope, matching its search: a case-insensitive substring of the
-/// email or the name, with `%`, `_` and `\` in the search taken literally.
-fn filtered(filter: &UserFilter) -> UsersQuery {
-    let query = scoped(filter.scope);
-    match filter
+/// The search text of a filter: trimmed, `None` when empty. A NUL character is a `Validation`
+/// error (PostgreSQL text cannot hold it).
+fn search_of(filter: &UserFilter) -> Result<Option<&str>, RepoError> {
+    let search = filter
         .search
         .as_deref()
         .map(str::trim)
-        .filter(|search| !search.is_empty())
-    {
+        .filter(|search| !search.is_empty());
+    if search.is_some_and(|search| search.contains('\0')) {
+        return Err(RepoError::validation("search", "must not contain NUL characters"));
+    }
+    Ok(search)
+}
+
+/// Identifies a list for its cursors: a cursor of one filter is refused by another.
+fn list_context(filter: &UserFilter) -> Result<String, RepoError> {
+    Ok(format!(
+        "users|{:?}|{}",
+        filter.scope,
+        search_of(filter)?.unwrap_or_default().to_lowercase()
+    ))
+}
+
+/// `users` in the filter's scope, matching its search: a case-insensitive substring of the
+/// email or the name, with `%`, `_` and `\` in the search taken literally.
+fn filtered(filter: &UserFilter) -> Result<UsersQuery, RepoError> {
+    let query = scoped(filter.scope);
+    Ok(match search_of(filter)? {
         None => query,
         Some(search) => {
             let escaped = search
@@ -86,7 +99,7 @@ fn filtered(filter: &UserFilter) -> UsersQuery {
                     .or(lower(users::full_name).like(pattern).escape('\\')),
             )
         }
-    }
+    })
 }
 
 fn internal(what: &str) -> impl Fn(domain::ValidationError) -> RepoError + '_ {
@@ -151,8 +164,9 @@ impl<C: Connections> DieselUserRepository<C> {
     /// window count); a page past the end costs a second query for the total.
     fn page(&self, filter: &UserFilter, page: PageRequest) -> Result<(Vec<User>, u64), RepoError> {
         let offset = offset_of(page)?;
+        let query = filtered(filter)?;
         let rows: Vec<(UserRow, i64)> = self.connections.with(|connection| {
-            filtered(filter)
+            query
                 .order((users::created_at.asc(), users::id.asc()))
                 .limit(limit_of(page.per_page()))
                 .offset(offset)
@@ -164,9 +178,10 @@ impl<C: Connections> DieselUserRepository<C> {
             Some((_, total)) => u64::try_from(*total).unwrap_or(0),
             None if offset == 0 => 0,
             None => {
+                let query = filtered(filter)?;
                 let total: i64 = self
                     .connections
-                    .with(|connection| filtered(filter).count().get_result(connection).map_err(map_error))?;
+                    .with(|connection| query.count().get_result(connection).map_err(map_error))?;
                 u64::try_from(total).unwrap_or(0)
             }
         };
@@ -312,13 +327,22 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
                         .first(connection)
                         .optional()?;
                     let Some(batch) = batch else { return Ok(false) };
-                    diesel::update(users::table.filter(users::id.eq(key(id))))
-                        .set((
-                            users::deleted_at.eq(None::<DbTimestamp>),
-                            users::deletion_batch_id.eq(None::<DbUuid>),
-                            users::updated_at.eq(now),
-                        ))
-                        .execute(connection)?;
+                    // Only the deletion just read: a concurrent delete/restore/delete makes this
+                    // restore a no-op rather than reviving a newer batch half-way.
+                    let restored = diesel::update(
+                        users::table
+                            .filter(users::id.eq(key(id)))
+                            .filter(users::deletion_batch_id.eq(batch)),
+                    )
+                    .set((
+                        users::deleted_at.eq(None::<DbTimestamp>),
+                        users::deletion_batch_id.eq(None::<DbUuid>),
+                        users::updated_at.eq(now),
+                    ))
+                    .execute(connection)?;
+                    if restored == 0 {
+                        return Ok(false);
+                    }
                     diesel::update(
                         attendance::table
                             .filter(attendance::user_id.eq(key(id)))
@@ -371,12 +395,13 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
 
     fn list_keyset(&self, filter: &UserFilter, page: &KeysetRequest) -> Result<KeysetPage<User>, RepoError> {
         let fetch = limit_of(page.limit()) + 1;
+        let context = list_context(filter)?;
         let (position, backward) = match &page.start {
             KeysetStart::First => (None, false),
-            KeysetStart::After(cursor) => (Some(expect_direction(cursor, Direction::Forward)?), false),
-            KeysetStart::Before(cursor) => (Some(expect_direction(cursor, Direction::Backward)?), true),
+            KeysetStart::After(cursor) => (Some(expect_direction(cursor, Direction::Forward, &context)?), false),
+            KeysetStart::Before(cursor) => (Some(expect_direction(cursor, Direction::Backward, &context)?), true),
         };
-        let mut query = filtered(filter);
+        let mut query = filtered(filter)?;
         if let Some(position) = position {
             let (at, id) = (DbTimestamp(position.created_at), DbUuid(position.id));
             // The full tuple, so rows sharing a timestamp are neither skipped nor repeated.
@@ -416,11 +441,14 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
             users.reverse();
         }
         let cursor = |user: &User, direction| {
-            Cursor::encode(Position {
-                created_at: user.created_at,
-                id: *user.id.as_uuid(),
-                direction,
-            })
+            Cursor::encode(
+                Position {
+                    created_at: user.created_at,
+                    id: *user.id.as_uuid(),
+                    direction,
+                },
+                &context,
+            )
         };
         let (has_next, has_previous) = if backward {
             (!users.is_empty(), more)
@@ -483,8 +511,8 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
     }
 }
 
-fn expect_direction(cursor: &Cursor, expected: Direction) -> Result<Position, RepoError> {
-    let position = cursor.decode()?;
+fn expect_direction(cursor: &Cursor, expected: Direction, context: &str) -> Result<Position, RepoError> {
+    let position = cursor.decode(context)?;
     if position.direction != expected {
         return Err(RepoError::validation(
             "cursor",
