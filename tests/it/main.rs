@@ -5,6 +5,7 @@
 mod attendance;
 mod bad_input;
 mod constraints;
+mod fixtures;
 mod migrations;
 mod migrator;
 mod pool;

@@ -182,16 +182,9 @@ pub fn count_rows(connection: &mut DbConnection, table: &str) -> i64 {
         .count
 }
 
-/// One argon2id hash shared by every test user: hashing is deliberately slow.
+/// One argon2id hash shared by every test user (of `test_fixtures::DEFAULT_PASSWORD`).
 pub fn password_hash() -> domain::PasswordHash {
-    static HASH: std::sync::OnceLock<domain::PasswordHash> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        domain::Password::parse("correct horse battery")
-            .expect("valid")
-            .hash()
-            .expect("hash")
-    })
-    .clone()
+    test_fixtures::default_password_hash()
 }
 
 /// A valid new user with the shared password hash.
