@@ -2,17 +2,17 @@
 //! concurrency, scopes, daily totals computed in SQL, joins in one query, transactions.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
-use diesel::connection::{Connection as _, InstrumentationEvent};
+
 use domain::{CheckIn, CheckOut, Email, User, UserId};
 use repo::{AttendanceRepository, PageRequest, RepoError, Repositories, Scope, TimeRange, UnitOfWork, UserRepository};
 use repo_diesel::repositories::{DieselAttendanceRepository, DieselStore, DieselUserRepository};
 use test_fixtures::ScratchDatabase;
 
-use crate::support::{conformance, migrated, new_user as named_user};
+use crate::support::{conformance, count_queries, migrated, new_user as named_user};
 
 fn new_user(email: &str) -> domain::NewUser {
     named_user(email, "Test User")
@@ -288,13 +288,7 @@ conformance!(
 
 fn attendance_with_user_query_count(database: &ScratchDatabase) {
     let mut connection = migrated(database);
-    let queries = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&queries);
-    connection.set_instrumentation(move |event: InstrumentationEvent<'_>| {
-        if matches!(event, InstrumentationEvent::StartQuery { .. }) {
-            counter.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+    let queries = count_queries(&mut connection);
     let connection = RefCell::new(connection);
     let users = DieselUserRepository::new(&connection);
     let attendance = DieselAttendanceRepository::new(&connection);

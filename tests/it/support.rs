@@ -195,3 +195,17 @@ pub fn new_user(email: &str, name: &str) -> domain::NewUser {
         password_hash: password_hash(),
     }
 }
+
+/// Counts the queries `connection` starts from now on (through diesel's instrumentation).
+pub fn count_queries(connection: &mut DbConnection) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use diesel::connection::{Connection as _, InstrumentationEvent};
+
+    let queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&queries);
+    connection.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+        if matches!(event, InstrumentationEvent::StartQuery { .. }) {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    queries
+}

@@ -2,11 +2,10 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use diesel::connection::{Connection as _, InstrumentationEvent};
+
 use diesel::prelude::*;
 use domain::{Email, FullName, UserChanges, UserId};
 use repo::{Cursor, KeysetRequest, KeysetStart, PageRequest, RepoError, Scope, TimeRange, UserFilter, UserRepository};
@@ -17,7 +16,7 @@ use repo_diesel::schema::{attendance, users};
 use repo_diesel::sql_types::{DbTimestamp, DbUuid};
 use test_fixtures::ScratchDatabase;
 
-use crate::support::{conformance, migrated, new_user, password_hash as hash};
+use crate::support::{conformance, count_queries, migrated, new_user, password_hash as hash};
 
 type Repository = DieselUserRepository<RefCell<DbConnection>>;
 
@@ -423,13 +422,7 @@ conformance!(a_page_of_users_with_attendance_takes_two_queries, eager_loading);
 
 fn eager_loading(database: &ScratchDatabase) {
     let mut connection = migrated(database);
-    let queries = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&queries);
-    connection.set_instrumentation(move |event: InstrumentationEvent<'_>| {
-        if matches!(event, InstrumentationEvent::StartQuery { .. }) {
-            counter.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+    let queries = count_queries(&mut connection);
     let users = DieselUserRepository::new(RefCell::new(connection));
     let day = domain::time::now() - TimeDelta::days(2);
     let mut created = Vec::new();

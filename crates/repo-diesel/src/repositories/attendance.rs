@@ -35,6 +35,22 @@ impl<C: Connections> DieselAttendanceRepository<C> {
 
 type AttendanceQuery = attendance::BoxedQuery<'static, MultiBackend>;
 
+type JoinedQuery =
+    diesel::dsl::IntoBoxed<'static, diesel::dsl::InnerJoin<attendance::table, users::table>, MultiBackend>;
+
+/// Attendance joined with its users in a scope. `Live` means live records of live users, so a
+/// deleted user's rows never leak through the join.
+fn joined_with_users(scope: Scope) -> JoinedQuery {
+    let query = attendance::table.inner_join(users::table).into_boxed();
+    match scope {
+        Scope::Live => query
+            .filter(attendance::deleted_at.is_null())
+            .filter(users::deleted_at.is_null()),
+        Scope::WithDeleted => query,
+        Scope::OnlyDeleted => query.filter(attendance::deleted_at.is_not_null()),
+    }
+}
+
 fn key(id: AttendanceId) -> DbUuid {
     DbUuid(*id.as_uuid())
 }
@@ -252,16 +268,7 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
     fn list_with_user(&self, scope: Scope, page: PageRequest) -> Result<OffsetPage<AttendanceWithUser>, RepoError> {
         let offset = i64::try_from(page.offset()).map_err(|_| RepoError::validation("page", "is too large"))?;
         let rows: Vec<(AttendanceRow, UserRow, i64)> = self.connections.with(|connection| {
-            let mut query = attendance::table.inner_join(users::table).into_boxed::<MultiBackend>();
-            query = match scope {
-                // Live records of live users: a deleted user's rows never leak through the join.
-                Scope::Live => query
-                    .filter(attendance::deleted_at.is_null())
-                    .filter(users::deleted_at.is_null()),
-                Scope::WithDeleted => query,
-                Scope::OnlyDeleted => query.filter(attendance::deleted_at.is_not_null()),
-            };
-            query
+            joined_with_users(scope)
                 .order((attendance::created_at.asc(), attendance::id.asc()))
                 .limit(i64::from(page.per_page()))
                 .offset(offset)
@@ -279,15 +286,10 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
             // Past the last page the window count has no row to ride on: count separately.
             None => {
                 let total: i64 = self.connections.with(|connection| {
-                    let mut query = attendance::table.inner_join(users::table).into_boxed::<MultiBackend>();
-                    query = match scope {
-                        Scope::Live => query
-                            .filter(attendance::deleted_at.is_null())
-                            .filter(users::deleted_at.is_null()),
-                        Scope::WithDeleted => query,
-                        Scope::OnlyDeleted => query.filter(attendance::deleted_at.is_not_null()),
-                    };
-                    query.count().get_result(connection).map_err(map_error)
+                    joined_with_users(scope)
+                        .count()
+                        .get_result(connection)
+                        .map_err(map_error)
                 })?;
                 u64::try_from(total).unwrap_or(0)
             }
