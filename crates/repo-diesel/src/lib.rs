@@ -18,10 +18,9 @@ pub use database::{Connection, Database, PoolError};
 pub use migrations::{MigrationError, MigrationSet};
 pub use migrator::{MigrationReport, MigrationStatus, Migrator, MigratorError};
 
-// Linked for their `bundled` / `vendored` features only: they make the workspace build with no
-// system libpq, libsqlite3 or OpenSSL.
+// Linked for their `bundled` / `vendored` features: they make the workspace build with no system
+// libpq, libsqlite3 or OpenSSL (openssl-sys is also initialised in `connection`).
 use libsqlite3_sys as _;
-use openssl_sys as _;
 use pq_sys as _;
 
 /// Any error this crate returns from opening a database or migrating it.
