@@ -110,3 +110,37 @@ fn baseline_on_postgres() {
         baseline_flow(&database);
     }
 }
+
+/// Short-lived processes on PostgreSQL (TLS negotiated by default) must exit cleanly: OpenSSL's
+/// exit-time cleanup once raced the pool's connection threads and crashed about one run in
+/// twenty. 120 runs, 8 at a time; any crash fails the test.
+#[test]
+fn short_lived_processes_exit_cleanly_on_postgres() {
+    let Some(database) = ScratchDatabase::postgres() else {
+        return;
+    };
+    assert!(seed(&database, &["--migrate-only"]).status.success());
+    for _round in 0..15 {
+        let children: Vec<_> = (0..8)
+            .map(|_| {
+                let mut command = Command::new(env!("CARGO_BIN_EXE_seed"));
+                command
+                    .arg("--migrate-only")
+                    .env("DATABASE_URL", database.target().expose_connection_string())
+                    .env("RUST_LOG", "warn")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped());
+                command.spawn().expect("seed starts")
+            })
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().expect("seed ends");
+            assert!(
+                output.status.success(),
+                "seed exited with {:?}: {}",
+                output.status,
+                stderr(&output)
+            );
+        }
+    }
+}
