@@ -119,18 +119,6 @@ fn catalog_sensitivity(database: &ScratchDatabase) {
     }
 }
 
-#[test]
-fn migration_trees_have_the_same_migrations() {
-    let names = |backend| -> Vec<String> {
-        MigrationSet::embedded(backend)
-            .migrations()
-            .iter()
-            .map(|migration| migration.name().to_owned())
-            .collect()
-    };
-    assert_eq!(names(Backend::Postgres), names(Backend::Sqlite));
-}
-
 /// Both trees build the same logical schema after every migration, not only at the end: tables,
 /// columns (name, order, nullability, default, and the storage each backend uses for the same
 /// type), indexes with their predicates, constraints with their check expressions. Trigger

@@ -51,7 +51,7 @@ impl SqlMigration {
         run_in_transaction: bool,
     ) -> Result<Self, MigrationError> {
         let name = name.into();
-        let version: String = name.split('_').next().unwrap_or_default().replace('-', "");
+        let version = version_of(&name);
         if version.is_empty() || !version.bytes().all(|byte| byte.is_ascii_digit()) || !name.contains('_') {
             return Err(MigrationError::InvalidName(name.into_owned()));
         }
@@ -178,6 +178,13 @@ pub fn checksum(sql: &str) -> String {
         let _ = write!(hex, "{byte:02x}");
         hex
     })
+}
+
+/// The version diesel records for a migration folder name: the part before the first `_`,
+/// without its dashes (`2026-11-22-000100_create_users` is `20261122000100`).
+#[must_use]
+pub fn version_of(name: &str) -> String {
+    name.split('_').next().unwrap_or_default().replace('-', "")
 }
 
 /// Version and folder name of a migration.
@@ -330,18 +337,12 @@ pub fn apply_migration(
     set: &MigrationSet,
     migration: &str,
 ) -> Result<(), MigrationError> {
-    let migration = set
-        .find(migration)
-        .ok_or_else(|| MigrationError::Unknown(migration.to_owned()))?;
-    let failed = |source| MigrationError::Failed {
-        migration: migration.name().to_owned(),
-        source,
-    };
+    let migration = lookup(set, migration)?;
     match connection {
         DbConnection::Pg(pg) => apply_with(pg, migration),
         DbConnection::Sqlite(sqlite) => apply_with(sqlite, migration),
     }
-    .map_err(failed)
+    .map_err(failure(migration))
 }
 
 /// Reverts one applied migration by running its `down.sql`, as `diesel migration revert` does.
@@ -350,18 +351,25 @@ pub fn revert_migration(
     set: &MigrationSet,
     migration: &str,
 ) -> Result<(), MigrationError> {
-    let migration = set
-        .find(migration)
-        .ok_or_else(|| MigrationError::Unknown(migration.to_owned()))?;
-    let failed = |source| MigrationError::Failed {
-        migration: migration.name().to_owned(),
-        source,
-    };
+    let migration = lookup(set, migration)?;
     match connection {
         DbConnection::Pg(pg) => pg.revert_migration(migration).map(drop),
         DbConnection::Sqlite(sqlite) => sqlite.revert_migration(migration).map(drop),
     }
-    .map_err(failed)
+    .map_err(failure(migration))
+}
+
+/// The migration named `name` (or with that version) in `set`.
+fn lookup<'s>(set: &'s MigrationSet, name: &str) -> Result<&'s SqlMigration, MigrationError> {
+    set.find(name).ok_or_else(|| MigrationError::Unknown(name.to_owned()))
+}
+
+/// Wraps diesel's error of running `migration`.
+fn failure(migration: &SqlMigration) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> MigrationError + '_ {
+    move |source| MigrationError::Failed {
+        migration: migration.name().to_owned(),
+        source,
+    }
 }
 
 fn apply_with<DB, C>(connection: &mut C, migration: &SqlMigration) -> migration::Result<()>

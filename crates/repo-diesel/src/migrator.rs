@@ -312,7 +312,7 @@ impl Migrator {
     pub fn clear_dirty(&self, connection: &mut DbConnection, migration: &str) -> Result<(), MigratorError> {
         let version = match self.set.find(migration) {
             Some(known) => known.version().to_owned(),
-            None => migration.split('_').next().unwrap_or_default().replace('-', ""),
+            None => crate::migrations::version_of(migration),
         };
         self.with_lock(connection, |_, connection| {
             let cleared = diesel::sql_query("DELETE FROM __migration_state WHERE version = $1 AND state = 'dirty'")
