@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use diesel::connection::{Connection as _, InstrumentationEvent, SimpleConnection as _};
 use repo_diesel::config::MigrationSettings;
 use repo_diesel::{Database, DbConnection, Migrator};
-use test_fixtures::ScratchDatabase;
+use test_fixtures::TestDb;
 
 const RUNS: usize = 300;
 const STARTUPS: usize = 30;
 
 fn main() {
-    let mut databases = vec![("sqlite (file)", ScratchDatabase::sqlite_file())];
-    if let Some(postgres) = ScratchDatabase::postgres() {
+    let mut databases = vec![("sqlite (file)", TestDb::sqlite_file())];
+    if let Some(postgres) = TestDb::postgres() {
         databases.insert(0, ("postgres", postgres));
     }
     println!(

@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use domain::{CheckIn, CheckOut, Email, User, UserId};
 use repo::{AttendanceRepository, PageRequest, RepoError, Repositories, Scope, TimeRange, UnitOfWork, UserRepository};
 use repo_diesel::repositories::{DieselAttendanceRepository, DieselStore, DieselUserRepository};
-use test_fixtures::ScratchDatabase;
+use test_fixtures::TestDb;
 
 use crate::support::{conformance, count_queries, migrated, new_user as named_user};
 
@@ -20,7 +20,7 @@ fn new_user(email: &str) -> domain::NewUser {
 
 /// A migrated database behind a pool, and the store over it. (An in-memory database lives as
 /// long as its pool.)
-fn store(database: &ScratchDatabase) -> DieselStore {
+fn store(database: &TestDb) -> DieselStore {
     let pool = database.database();
     pool.migrate().expect("migrate");
     DieselStore::new(Arc::new(pool))
@@ -47,7 +47,7 @@ fn day_of(instant: DateTime<Utc>) -> NaiveDate {
 
 conformance!(check_in_and_check_out_follow_the_rules, check_in_and_out);
 
-fn check_in_and_out(database: &ScratchDatabase) {
+fn check_in_and_out(database: &TestDb) {
     let store = store(database);
     let (users, attendance) = (store.users(), store.attendance());
     let ann = users.create(new_user("ann@example.com")).expect("user");
@@ -117,7 +117,7 @@ fn check_in_and_out(database: &ScratchDatabase) {
 
 conformance!(concurrent_check_ins_open_one_record, concurrent_check_ins);
 
-fn concurrent_check_ins(database: &ScratchDatabase) {
+fn concurrent_check_ins(database: &TestDb) {
     let store = store(database);
     let ann = store.users().create(new_user("ann@example.com")).expect("user");
     let threads = 8;
@@ -157,7 +157,7 @@ conformance!(attendance_reads_scopes_and_totals, reads_and_totals);
     clippy::too_many_lines,
     reason = "one scenario over the same rows: reads, totals, then deletes and joins"
 )]
-fn reads_and_totals(database: &ScratchDatabase) {
+fn reads_and_totals(database: &TestDb) {
     let store = store(database);
     let (users, attendance) = (store.users(), store.attendance());
     let ann = users.create(new_user("ann@example.com")).expect("user");
@@ -286,7 +286,7 @@ conformance!(
     attendance_with_user_query_count
 );
 
-fn attendance_with_user_query_count(database: &ScratchDatabase) {
+fn attendance_with_user_query_count(database: &TestDb) {
     let mut connection = migrated(database);
     let queries = count_queries(&mut connection);
     let connection = RefCell::new(connection);
@@ -317,7 +317,7 @@ fn attendance_with_user_query_count(database: &ScratchDatabase) {
 
 conformance!(a_unit_of_work_commits_or_rolls_back_as_one, unit_of_work);
 
-fn unit_of_work(database: &ScratchDatabase) {
+fn unit_of_work(database: &TestDb) {
     let store = store(database);
     // Commit: a user and a check-in, together.
     let mut created: Option<User> = None;
@@ -363,7 +363,7 @@ fn unit_of_work(database: &ScratchDatabase) {
 
 conformance!(attendance_edges_hold_on_both_backends, attendance_edges);
 
-fn attendance_edges(database: &ScratchDatabase) {
+fn attendance_edges(database: &TestDb) {
     let store = store(database);
     let (users, attendance) = (store.users(), store.attendance());
     let ann = users.create(new_user("ann@example.com")).expect("user");
@@ -452,7 +452,7 @@ conformance!(
     check_in_races_deletion
 );
 
-fn check_in_races_deletion(database: &ScratchDatabase) {
+fn check_in_races_deletion(database: &TestDb) {
     let store = store(database);
     let ann = store.users().create(new_user("ann@example.com")).expect("user");
     let deleting = Arc::new(Barrier::new(2));

@@ -11,11 +11,11 @@ use domain::{AttendanceId, CheckIn, CheckOut, Email, FullName, NewUser, Password
 use repo::{Cursor, KeysetRequest, KeysetStart, PageRequest, RepoError, Repositories, Scope, TimeRange, UserFilter};
 use repo_diesel::Backend;
 use repo_diesel::repositories::DieselStore;
-use test_fixtures::ScratchDatabase;
+use test_fixtures::TestDb;
 
 use crate::support::{conformance, password_hash};
 
-fn store(database: &ScratchDatabase, tune: impl FnOnce(&mut repo_diesel::DatabaseConfig)) -> DieselStore {
+fn store(database: &TestDb, tune: impl FnOnce(&mut repo_diesel::DatabaseConfig)) -> DieselStore {
     let mut config = database.config();
     tune(&mut config);
     let pool = repo_diesel::Database::connect(config).expect("pool");
@@ -79,7 +79,7 @@ fn snapshot(store: &DieselStore) -> (Vec<domain::User>, Vec<domain::Attendance>)
 conformance!(bad_input_gets_a_typed_error_and_changes_nothing, bad_input);
 
 #[expect(clippy::too_many_lines, reason = "a data table, one case per entry")]
-fn bad_input(database: &ScratchDatabase) {
+fn bad_input(database: &TestDb) {
     let store = store(database, |_| {});
     let (users, attendance) = (store.users(), store.attendance());
     let ann = users
@@ -351,7 +351,7 @@ fn bad_input(database: &ScratchDatabase) {
 
 conformance!(a_busy_database_is_a_timeout, busy_database);
 
-fn busy_database(database: &ScratchDatabase) {
+fn busy_database(database: &TestDb) {
     let store = store(database, |config| {
         config.session.lock_timeout = Duration::from_millis(100);
         config.session.sqlite_busy_timeout = Duration::from_millis(100);
@@ -392,7 +392,7 @@ fn busy_database(database: &ScratchDatabase) {
 
 conformance!(an_exhausted_pool_is_unavailable, exhausted_pool);
 
-fn exhausted_pool(database: &ScratchDatabase) {
+fn exhausted_pool(database: &TestDb) {
     let store = store(database, |config| {
         config.pool.max_size = 1;
         config.pool.connection_timeout = Duration::from_millis(200);

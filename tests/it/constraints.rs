@@ -4,7 +4,7 @@ use diesel::RunQueryDsl as _;
 use diesel::connection::SimpleConnection as _;
 use diesel::result::{DatabaseErrorKind, Error};
 use repo_diesel::DbConnection;
-use test_fixtures::ScratchDatabase;
+use test_fixtures::TestDb;
 
 use crate::support::{AttendanceRow, UserRow, count_rows, insert_attendance, insert_user, migrated, on_both_backends};
 
@@ -229,7 +229,7 @@ fn cases() -> Vec<(&'static str, Vec<Row>, Expected)> {
 
 on_both_backends!(constraints_reject_bad_rows, constraints_reject_bad_rows);
 
-fn constraints_reject_bad_rows(database: &ScratchDatabase) {
+fn constraints_reject_bad_rows(database: &TestDb) {
     let mut connection = migrated(database);
     insert_user(&mut connection, UserRow::new(1, "ann@example.com")).expect("fixture user");
     for (case, rows, expected) in cases() {
@@ -302,7 +302,7 @@ fn constraints_reject_bad_rows(database: &ScratchDatabase) {
 
 on_both_backends!(purging_a_user_cascades_to_attendance, purging_cascades);
 
-fn purging_cascades(database: &ScratchDatabase) {
+fn purging_cascades(database: &TestDb) {
     let mut connection = migrated(database);
     insert_user(&mut connection, UserRow::new(1, "ann@example.com")).expect("user");
     insert_user(&mut connection, UserRow::new(2, "bob@example.com")).expect("user");
@@ -320,7 +320,7 @@ fn purging_cascades(database: &ScratchDatabase) {
 
 #[test]
 fn sqlite_holds_writers_to_its_storage_format() {
-    let database = ScratchDatabase::sqlite_file();
+    let database = TestDb::sqlite_file();
     let mut connection = migrated(&database);
     insert_user(&mut connection, UserRow::new(1, "ann@example.com")).expect("user");
     for (case, statement) in [

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use repo_diesel::Backend;
 use repo_diesel::catalog::{Catalog, ConstraintKind};
 use repo_diesel::migrations::{self, MigrationSet, SqlMigration};
-use test_fixtures::ScratchDatabase;
+use test_fixtures::TestDb;
 
 use crate::support::{migrated, on_both_backends};
 
@@ -14,7 +14,7 @@ on_both_backends!(each_down_restores_the_schema_before_its_up, round_trip);
 
 /// Applies the migrations one at a time; for each, reverts it and compares the catalog with the
 /// one taken before it was applied, then re-applies it and compares with the one after.
-fn round_trip(database: &ScratchDatabase) {
+fn round_trip(database: &TestDb) {
     let mut connection = database.connect();
     let set = MigrationSet::embedded(database.backend());
     assert!(
@@ -49,7 +49,7 @@ on_both_backends!(the_catalog_sees_every_kind_of_change, catalog_sensitivity);
 
 /// The round trip is only as good as the catalog comparison: prove that it notices the kinds of
 /// leftovers a careless `down.sql` leaves behind.
-fn catalog_sensitivity(database: &ScratchDatabase) {
+fn catalog_sensitivity(database: &TestDb) {
     use diesel::connection::SimpleConnection as _;
     use repo_diesel::DbConnection;
 
@@ -126,10 +126,10 @@ fn catalog_sensitivity(database: &ScratchDatabase) {
 /// tested on both backends in `schema::updated_at_is_maintained_by_the_database`.
 #[test]
 fn migration_trees_build_the_same_logical_schema() {
-    let Some(postgres_database) = ScratchDatabase::postgres() else {
+    let Some(postgres_database) = TestDb::postgres() else {
         return;
     };
-    let sqlite_database = ScratchDatabase::sqlite_file();
+    let sqlite_database = TestDb::sqlite_file();
     let mut postgres = postgres_database.connect();
     let mut sqlite = sqlite_database.connect();
     let postgres_set = MigrationSet::embedded(Backend::Postgres);

@@ -18,11 +18,11 @@ use repo_diesel::migrations::{self, MigrationSet, SqlMigration};
 use repo_diesel::migrator::LOCK_KEY;
 use repo_diesel::{Backend, DbConnection, Migrator, MigratorError};
 use tempfile::TempDir;
-use test_fixtures::ScratchDatabase;
+use test_fixtures::TestDb;
 
 use crate::support::on_both_backends;
 
-fn embedded(database: &ScratchDatabase) -> Migrator {
+fn embedded(database: &TestDb) -> Migrator {
     Migrator::embedded(database.backend(), MigrationSettings::default())
 }
 
@@ -86,7 +86,7 @@ fn table_names(connection: &mut DbConnection) -> Vec<String> {
 
 on_both_backends!(an_empty_database_gets_the_schema_and_its_history, empty_database);
 
-fn empty_database(database: &ScratchDatabase) {
+fn empty_database(database: &TestDb) {
     let mut connection = database.connect();
     let migrator = embedded(database);
     let before = migrator.status(&mut connection).expect("status");
@@ -125,7 +125,7 @@ fn empty_database(database: &ScratchDatabase) {
 
 on_both_backends!(a_database_behind_gets_only_the_pending_migrations, behind_database);
 
-fn behind_database(database: &ScratchDatabase) {
+fn behind_database(database: &TestDb) {
     let mut connection = database.connect();
     let full = embedded(database);
     let first_two = Migrator::new(set(full.set().migrations()[..2].to_vec()), MigrationSettings::default());
@@ -147,7 +147,7 @@ fn behind_database(database: &ScratchDatabase) {
 
 on_both_backends!(a_database_at_head_costs_one_query, at_head);
 
-fn at_head(database: &ScratchDatabase) {
+fn at_head(database: &TestDb) {
     let mut connection = database.connect();
     let migrator = embedded(database);
     migrator.run(&mut connection).expect("first run");
@@ -169,7 +169,7 @@ on_both_backends!(
     applied_by_cli
 );
 
-fn applied_by_cli(database: &ScratchDatabase) {
+fn applied_by_cli(database: &TestDb) {
     let mut connection = database.connect();
     let migrator = embedded(database);
     for migration in migrator.set().migrations() {
@@ -187,7 +187,7 @@ fn applied_by_cli(database: &ScratchDatabase) {
 
 on_both_backends!(a_schema_without_history_is_refused_until_a_verified_baseline, baseline);
 
-fn baseline(database: &ScratchDatabase) {
+fn baseline(database: &TestDb) {
     let mut connection = database.connect();
     let migrator = embedded(database);
     // Built by hand (or by an older tool): the schema, no history.
@@ -238,7 +238,7 @@ fn baseline(database: &ScratchDatabase) {
 
 on_both_backends!(a_failing_migration_leaves_the_previous_version, failing_migration);
 
-fn failing_migration(database: &ScratchDatabase) {
+fn failing_migration(database: &TestDb) {
     let broken = migration(
         "2000-01-01-000002_broken",
         "CREATE TABLE gadgets (id INTEGER PRIMARY KEY);
@@ -258,9 +258,9 @@ fn failing_migration(database: &ScratchDatabase) {
 
     // Exactly the schema and data of the first migration alone, and its history.
     let reference_database = if database.backend() == Backend::Postgres {
-        ScratchDatabase::postgres().expect("postgres")
+        TestDb::postgres().expect("postgres")
     } else {
-        ScratchDatabase::sqlite_file()
+        TestDb::sqlite_file()
     };
     let mut reference = reference_database.connect();
     runner(vec![create_widgets()]).run(&mut reference).expect("reference");
@@ -285,7 +285,7 @@ on_both_backends!(
     dirty_migration
 );
 
-fn dirty_migration(database: &ScratchDatabase) {
+fn dirty_migration(database: &TestDb) {
     let index = match database.backend() {
         Backend::Postgres => "CREATE INDEX CONCURRENTLY idx_widgets_missing ON widgets (no_such_column)",
         Backend::Sqlite => "CREATE INDEX idx_widgets_missing ON widgets (no_such_column)",
@@ -333,7 +333,7 @@ fn dirty_migration(database: &ScratchDatabase) {
 
 on_both_backends!(an_edited_migration_is_refused_until_accepted, edited_migration);
 
-fn edited_migration(database: &ScratchDatabase) {
+fn edited_migration(database: &TestDb) {
     let original = create_widgets();
     let mut connection = database.connect();
     runner(vec![original.clone()]).run(&mut connection).expect("run");
@@ -384,7 +384,7 @@ fn edited_migration(database: &ScratchDatabase) {
 
 #[test]
 fn a_held_lock_times_out_naming_its_holder_on_postgres() {
-    let Some(database) = ScratchDatabase::postgres() else {
+    let Some(database) = TestDb::postgres() else {
         return;
     };
     let mut holder = database.connect();
@@ -422,7 +422,7 @@ fn a_held_lock_times_out_naming_its_holder_on_postgres() {
 fn a_held_lock_times_out_naming_its_holder_on_sqlite() {
     use std::io::Write as _;
 
-    let database = ScratchDatabase::sqlite_file();
+    let database = TestDb::sqlite_file();
     // Another runner holds the lock file beside the database and has written its name into it.
     let lock_path = format!("{}.migrate-lock", database.target().expose_connection_string());
     let mut holder = std::fs::File::create(&lock_path).expect("lock file");
@@ -448,7 +448,7 @@ fn a_held_lock_times_out_naming_its_holder_on_sqlite() {
 
 #[test]
 fn migration_sessions_have_their_own_timeouts_on_postgres() {
-    let Some(database) = ScratchDatabase::postgres() else {
+    let Some(database) = TestDb::postgres() else {
         return;
     };
     let record = migration(
@@ -511,7 +511,7 @@ on_both_backends!(
     reverted_by_cli
 );
 
-fn reverted_by_cli(database: &ScratchDatabase) {
+fn reverted_by_cli(database: &TestDb) {
     let add_color = migration(
         "2000-01-01-000002_add_color",
         "ALTER TABLE widgets ADD COLUMN color TEXT;",
@@ -536,7 +536,7 @@ fn reverted_by_cli(database: &ScratchDatabase) {
 
 on_both_backends!(a_dirty_marker_from_another_release_can_be_cleared, unknown_dirty);
 
-fn unknown_dirty(database: &ScratchDatabase) {
+fn unknown_dirty(database: &TestDb) {
     let migrator = runner(vec![create_widgets()]);
     let mut connection = database.connect();
     migrator.run(&mut connection).expect("run");
@@ -625,7 +625,7 @@ fn applied_once_each(outputs: &[String], set: &MigrationSet) {
 
 #[test]
 fn eight_processes_migrate_an_empty_postgres_database_at_once() {
-    let Some(database) = ScratchDatabase::postgres() else {
+    let Some(database) = TestDb::postgres() else {
         return;
     };
     let set = set(vec![
@@ -663,7 +663,7 @@ fn eight_processes_migrate_an_empty_postgres_database_at_once() {
 
 #[test]
 fn eight_processes_migrate_an_empty_sqlite_database_at_once() {
-    let database = ScratchDatabase::sqlite_file();
+    let database = TestDb::sqlite_file();
     let set = set(vec![
         create_widgets(),
         migration(

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use repo_diesel::config::{DatabaseConfig, DatabaseTarget};
 use repo_diesel::{Database, DbConnection, PoolError};
-use test_fixtures::ScratchDatabase;
+use test_fixtures::TestDb;
 
 use crate::support::{migrated, on_both_backends};
 
@@ -28,7 +28,7 @@ fn setting(connection: &mut DbConnection, sql: &str) -> String {
 
 #[test]
 fn postgres_sessions_get_timeouts_and_application_name() {
-    let Some(database) = ScratchDatabase::postgres() else {
+    let Some(database) = TestDb::postgres() else {
         return;
     };
     let mut config = database.config();
@@ -53,7 +53,7 @@ fn postgres_sessions_get_timeouts_and_application_name() {
 
 #[test]
 fn sqlite_sessions_get_pragmas() {
-    let database = ScratchDatabase::sqlite_file();
+    let database = TestDb::sqlite_file();
     let mut config = database.config();
     config.session.sqlite_busy_timeout = Duration::from_millis(1234);
     let pool = Database::connect(config).expect("pool");
@@ -76,7 +76,7 @@ fn sqlite_sessions_get_pragmas() {
 
 #[test]
 fn statement_and_lock_timeouts_cancel_queries() {
-    let Some(database) = ScratchDatabase::postgres() else {
+    let Some(database) = TestDb::postgres() else {
         return;
     };
     drop(migrated(&database));
@@ -107,7 +107,7 @@ fn statement_and_lock_timeouts_cancel_queries() {
 
 #[test]
 fn a_connection_the_server_closed_is_replaced() {
-    let Some(database) = ScratchDatabase::postgres() else {
+    let Some(database) = TestDb::postgres() else {
         return;
     };
     let mut config = database.config();
@@ -131,7 +131,7 @@ fn a_connection_the_server_closed_is_replaced() {
 
 on_both_backends!(an_exhausted_pool_reports_unavailable, exhausted_pool);
 
-fn exhausted_pool(database: &ScratchDatabase) {
+fn exhausted_pool(database: &TestDb) {
     let mut config = database.config();
     config.pool.max_size = 2;
     config.pool.connection_timeout = Duration::from_millis(300);
@@ -155,7 +155,7 @@ fn exhausted_pool(database: &ScratchDatabase) {
 
 #[test]
 fn in_memory_sqlite_is_shared_by_the_pool_and_private_to_it() {
-    let database = ScratchDatabase::sqlite_in_memory();
+    let database = TestDb::sqlite_in_memory();
     let pool = database.database();
     let mut writer = pool.get().expect("connection");
     writer
@@ -164,7 +164,7 @@ fn in_memory_sqlite_is_shared_by_the_pool_and_private_to_it() {
     let mut reader = pool.get().expect("second connection");
     assert_eq!(setting(&mut reader, "SELECT CAST(n AS TEXT) AS value FROM shared"), "7");
 
-    let other = ScratchDatabase::sqlite_in_memory().database();
+    let other = TestDb::sqlite_in_memory().database();
     let error = other
         .get()
         .expect("connection")

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Bool;
 use repo_diesel::DbConnection;
 use repo_diesel::catalog::{Catalog, ConstraintKind};
-use test_fixtures::ScratchDatabase;
+use test_fixtures::TestDb;
 
 use crate::support::{UserRow, insert_user, migrated, on_both_backends};
 
@@ -90,7 +90,7 @@ fn unindexed_foreign_keys(catalog: &Catalog) -> Vec<String> {
 
 on_both_backends!(names_follow_the_convention, names_follow_the_convention);
 
-fn names_follow_the_convention(database: &ScratchDatabase) {
+fn names_follow_the_convention(database: &TestDb) {
     let mut connection = migrated(database);
     let catalog = Catalog::read(&mut connection).expect("catalog");
     assert!(
@@ -127,7 +127,7 @@ fn names_follow_the_convention(database: &ScratchDatabase) {
 
 on_both_backends!(every_foreign_key_has_an_index, every_foreign_key_has_an_index);
 
-fn every_foreign_key_has_an_index(database: &ScratchDatabase) {
+fn every_foreign_key_has_an_index(database: &TestDb) {
     let mut connection = migrated(database);
     let catalog = Catalog::read(&mut connection).expect("catalog");
     assert!(
@@ -162,7 +162,7 @@ fn every_foreign_key_has_an_index(database: &ScratchDatabase) {
 
 #[test]
 fn every_postgres_table_and_column_has_a_comment() {
-    let Some(database) = ScratchDatabase::postgres() else {
+    let Some(database) = TestDb::postgres() else {
         return;
     };
     let catalog = Catalog::read(&mut migrated(&database)).expect("catalog");
@@ -198,7 +198,7 @@ on_both_backends!(updated_at_is_maintained_by_the_database, updated_at_is_mainta
 
 /// Any UPDATE that leaves `updated_at` alone gets the current time; an UPDATE that sets it keeps
 /// its value; the value never falls before `created_at`.
-fn updated_at_is_maintained(database: &ScratchDatabase) {
+fn updated_at_is_maintained(database: &TestDb) {
     let mut connection = migrated(database);
     insert_user(&mut connection, UserRow::new(1, "ann@example.com")).expect("insert");
     insert_user(&mut connection, UserRow::new(2, "bob@example.com")).expect("insert");
@@ -258,7 +258,7 @@ on_both_backends!(rows_round_trip_through_the_schema_module, rows_round_trip);
 /// `schema.rs` and the row structs match the migrated tables on both backends: every column is
 /// written and read back unchanged, NULL and not, at microsecond precision, and timestamps sort
 /// by time (on SQLite, as text).
-fn rows_round_trip(database: &ScratchDatabase) {
+fn rows_round_trip(database: &TestDb) {
     use chrono::TimeDelta;
     use repo_diesel::models::{AttendanceRow, UserRow};
     use repo_diesel::schema::{attendance, users};

@@ -8,7 +8,7 @@ use domain::RegisterUser;
 use repo::{RepoError, Repositories as _, Scope};
 use repo_diesel::repositories::DieselStore;
 use service::{AttendanceService, ServiceError};
-use test_fixtures::ScratchDatabase;
+use test_fixtures::TestDb;
 
 use crate::support::conformance;
 
@@ -22,7 +22,7 @@ fn registration(email: &str) -> RegisterUser {
 
 conformance!(the_service_runs_on_the_diesel_repositories, service_flow);
 
-fn service_flow(database: &ScratchDatabase) {
+fn service_flow(database: &TestDb) {
     let pool = database.database();
     pool.migrate().expect("migrate");
     let store = DieselStore::new(Arc::new(pool));

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Binary, Nullable, Text};
 use repo_diesel::config::MigrationSettings;
 use repo_diesel::{DbConnection, Migrator};
-use test_fixtures::ScratchDatabase;
+use test_fixtures::TestDb;
 
 /// Defines `mod $name { fn postgres(); fn sqlite(); }`, each calling `$body` with a scratch
 /// database of its backend (the PostgreSQL one returns early, loudly, without a server).
@@ -14,35 +14,35 @@ macro_rules! on_both_backends {
         mod $name {
             #[test]
             fn postgres() {
-                if let Some(database) = test_fixtures::ScratchDatabase::postgres() {
+                if let Some(database) = test_fixtures::TestDb::postgres() {
                     super::$body(&database);
                 }
             }
 
             #[test]
             fn sqlite() {
-                super::$body(&test_fixtures::ScratchDatabase::sqlite_file());
+                super::$body(&test_fixtures::TestDb::sqlite_file());
             }
         }
     };
 }
 pub(crate) use on_both_backends;
 
-/// Like `on_both_backends!`, with the in-memory SQLite database: the repository conformance
-/// suite, written once, on PostgreSQL and on the fast test database.
+/// Like `on_both_backends!`, for the repository conformance suite, written once: on a PostgreSQL
+/// database copied from the migrated template, and on the fast in-memory SQLite database.
 macro_rules! conformance {
     ($name:ident, $body:ident) => {
         mod $name {
             #[test]
             fn postgres() {
-                if let Some(database) = test_fixtures::ScratchDatabase::postgres() {
+                if let Some(database) = test_fixtures::TestDb::postgres_migrated() {
                     super::$body(&database);
                 }
             }
 
             #[test]
             fn sqlite_in_memory() {
-                super::$body(&test_fixtures::ScratchDatabase::sqlite_in_memory());
+                super::$body(&test_fixtures::TestDb::sqlite_in_memory());
             }
         }
     };
@@ -50,7 +50,7 @@ macro_rules! conformance {
 pub(crate) use conformance;
 
 /// Opens a connection and applies every migration through the start-up runner.
-pub fn migrated(database: &ScratchDatabase) -> DbConnection {
+pub fn migrated(database: &TestDb) -> DbConnection {
     let mut connection = database.connect();
     Migrator::embedded(database.backend(), MigrationSettings::default())
         .run(&mut connection)

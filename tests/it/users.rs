@@ -14,13 +14,13 @@ use repo_diesel::models::{AttendanceRow, UserRow};
 use repo_diesel::repositories::DieselUserRepository;
 use repo_diesel::schema::{attendance, users};
 use repo_diesel::sql_types::{DbTimestamp, DbUuid};
-use test_fixtures::ScratchDatabase;
+use test_fixtures::TestDb;
 
 use crate::support::{conformance, count_queries, migrated, new_user, password_hash as hash};
 
 type Repository = DieselUserRepository<RefCell<DbConnection>>;
 
-fn repository(database: &ScratchDatabase) -> Repository {
+fn repository(database: &TestDb) -> Repository {
     DieselUserRepository::new(RefCell::new(migrated(database)))
 }
 
@@ -76,7 +76,7 @@ fn live_attendance(repository: &Repository, user: UserId) -> usize {
 
 conformance!(users_are_created_read_and_changed, create_read_change);
 
-fn create_read_change(database: &ScratchDatabase) {
+fn create_read_change(database: &TestDb) {
     let users = repository(database);
     let ann = users
         .create(new_user("Ann@Example.com", "Ann Example"))
@@ -149,7 +149,7 @@ conformance!(
     delete_and_restore
 );
 
-fn delete_and_restore(database: &ScratchDatabase) {
+fn delete_and_restore(database: &TestDb) {
     let users = repository(database);
     let ann = users.create(new_user("ann@example.com", "Ann")).expect("create");
     let day = domain::time::now() - TimeDelta::days(3);
@@ -199,7 +199,7 @@ fn delete_and_restore(database: &ScratchDatabase) {
 
 conformance!(restoring_a_user_whose_email_was_taken_is_a_conflict, restore_conflict);
 
-fn restore_conflict(database: &ScratchDatabase) {
+fn restore_conflict(database: &TestDb) {
     let users = repository(database);
     let first = users.create(new_user("ann@example.com", "Ann")).expect("create");
     users.soft_delete(first.id).expect("delete");
@@ -223,7 +223,7 @@ fn restore_conflict(database: &ScratchDatabase) {
 
 conformance!(purges_delete_for_good_with_retention, purges);
 
-fn purges(database: &ScratchDatabase) {
+fn purges(database: &TestDb) {
     let users = repository(database);
     let ann = users.create(new_user("ann@example.com", "Ann")).expect("create");
     insert_attendance(
@@ -258,7 +258,7 @@ fn purges(database: &ScratchDatabase) {
 
 conformance!(lists_apply_scopes_search_and_offset_pages, offset_lists);
 
-fn offset_lists(database: &ScratchDatabase) {
+fn offset_lists(database: &TestDb) {
     let users = repository(database);
     let mut created = Vec::new();
     for n in 0..25 {
@@ -352,7 +352,7 @@ conformance!(
     keyset_pages
 );
 
-fn keyset_pages(database: &ScratchDatabase) {
+fn keyset_pages(database: &TestDb) {
     let users = repository(database);
     let before = users.create(new_user("first@example.com", "First")).expect("create");
     let ties = users_sharing_a_timestamp(&users, 17);
@@ -420,7 +420,7 @@ fn keyset_pages(database: &ScratchDatabase) {
 
 conformance!(a_page_of_users_with_attendance_takes_two_queries, eager_loading);
 
-fn eager_loading(database: &ScratchDatabase) {
+fn eager_loading(database: &TestDb) {
     let mut connection = migrated(database);
     let queries = count_queries(&mut connection);
     let users = DieselUserRepository::new(RefCell::new(connection));
@@ -492,7 +492,7 @@ fn eager_loading(database: &ScratchDatabase) {
 
 conformance!(keyset_pages_respect_their_filter, keyset_filters);
 
-fn keyset_filters(database: &ScratchDatabase) {
+fn keyset_filters(database: &TestDb) {
     let users = repository(database);
     let mut emilies = Vec::new();
     for n in 0..8 {

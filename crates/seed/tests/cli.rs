@@ -5,9 +5,9 @@ use std::process::{Command, Output};
 
 use diesel::connection::SimpleConnection as _;
 use repo_diesel::{Backend, MigrationSet};
-use test_fixtures::ScratchDatabase;
+use test_fixtures::TestDb;
 
-fn seed(database: &ScratchDatabase, arguments: &[&str]) -> Output {
+fn seed(database: &TestDb, arguments: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_seed"));
     command
         .args(arguments)
@@ -27,7 +27,7 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn operator_flow(database: &ScratchDatabase) {
+fn operator_flow(database: &TestDb) {
     let status = seed(database, &["--status"]);
     assert_eq!(status.status.code(), Some(1), "not at head yet: {}", stdout(&status));
     assert!(
@@ -62,7 +62,7 @@ fn operator_flow(database: &ScratchDatabase) {
     );
 }
 
-fn baseline_flow(database: &ScratchDatabase) {
+fn baseline_flow(database: &TestDb) {
     let mut connection = database.connect();
     for migration in MigrationSet::embedded(database.backend()).migrations() {
         connection
@@ -88,12 +88,12 @@ fn baseline_flow(database: &ScratchDatabase) {
 
 #[test]
 fn operator_flow_on_sqlite() {
-    operator_flow(&ScratchDatabase::sqlite_file());
+    operator_flow(&TestDb::sqlite_file());
 }
 
 #[test]
 fn operator_flow_on_postgres() {
-    if let Some(database) = ScratchDatabase::postgres() {
+    if let Some(database) = TestDb::postgres() {
         assert_eq!(database.backend(), Backend::Postgres);
         operator_flow(&database);
     }
@@ -101,12 +101,12 @@ fn operator_flow_on_postgres() {
 
 #[test]
 fn baseline_on_sqlite() {
-    baseline_flow(&ScratchDatabase::sqlite_file());
+    baseline_flow(&TestDb::sqlite_file());
 }
 
 #[test]
 fn baseline_on_postgres() {
-    if let Some(database) = ScratchDatabase::postgres() {
+    if let Some(database) = TestDb::postgres() {
         baseline_flow(&database);
     }
 }
@@ -116,7 +116,7 @@ fn baseline_on_postgres() {
 /// twenty. 120 runs, 8 at a time; any crash fails the test.
 #[test]
 fn short_lived_processes_exit_cleanly_on_postgres() {
-    let Some(database) = ScratchDatabase::postgres() else {
+    let Some(database) = TestDb::postgres() else {
         return;
     };
     assert!(seed(&database, &["--migrate-only"]).status.success());

@@ -1,8 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod builders;
-mod scratch;
+mod test_db;
 
 pub use builders::{AttendanceBuilder, DEFAULT_PASSWORD, UserBuilder, default_password_hash};
 
-pub use scratch::ScratchDatabase;
+pub use test_db::TestDb;

@@ -1,0 +1,433 @@
+//! Test databases: one new database per test, on PostgreSQL or SQLite, removed when the test ends.
+//!
+//! PostgreSQL comes from, in this order: the server named by `TEST_DATABASE_URL`; a container
+//! started through testcontainers, one per test process (feature `container`); or nowhere, in
+//! which case the PostgreSQL tests say loudly that they did not run, and fail instead when
+//! `REQUIRE_POSTGRES=1`.
+
+use std::io::Write as _;
+use std::sync::{Once, OnceLock};
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use repo_diesel::config::MigrationSettings;
+use repo_diesel::migrations::{MigrationSet, checksum};
+use repo_diesel::{Backend, Database, DatabaseConfig, DatabaseTarget, DbConnection, Migrator};
+use tempfile::TempDir;
+
+/// A database for one test, removed when this value is dropped.
+pub struct TestDb {
+    target: DatabaseTarget,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    DropPostgres {
+        server: &'static PostgresServer,
+        name: String,
+    },
+    RemoveDirectory(#[expect(dead_code, reason = "held only so the directory lives as long as the database")] TempDir),
+    Nothing,
+}
+
+impl TestDb {
+    /// A new, empty PostgreSQL database (made from `template0`), for tests of migrations
+    /// themselves. `None`, after saying so once, when no PostgreSQL is available.
+    ///
+    /// # Panics
+    /// When the server fails, or none is available and `REQUIRE_POSTGRES=1`.
+    #[must_use]
+    pub fn postgres() -> Option<Self> {
+        let server = PostgresServer::get()?;
+        Some(server.create_database("template0"))
+    }
+
+    /// A new PostgreSQL database with every migration applied: a copy of a template database
+    /// that is migrated at most once per process (and kept on the server between runs, named by
+    /// the digest of the embedded migrations, so an edited migration gets a new template).
+    /// `None`, after saying so once, when no PostgreSQL is available.
+    ///
+    /// # Panics
+    /// When the server fails, or none is available and `REQUIRE_POSTGRES=1`.
+    #[must_use]
+    pub fn postgres_migrated() -> Option<Self> {
+        let server = PostgresServer::get()?;
+        let template = server.template();
+        Some(server.create_database(template))
+    }
+
+    /// A new SQLite file in its own temporary directory.
+    ///
+    /// # Panics
+    /// When no temporary directory can be made.
+    #[must_use]
+    pub fn sqlite_file() -> Self {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let target = DatabaseTarget::sqlite_file(directory.path().join("scratch.sqlite3"));
+        Self {
+            target,
+            cleanup: Cleanup::RemoveDirectory(directory),
+        }
+    }
+
+    /// A private in-memory SQLite database, alive while a [`Database`] opened on it is.
+    #[must_use]
+    pub fn sqlite_in_memory() -> Self {
+        Self {
+            target: DatabaseTarget::sqlite_in_memory(),
+            cleanup: Cleanup::Nothing,
+        }
+    }
+
+    /// The database's name on its PostgreSQL server; `None` for SQLite.
+    #[must_use]
+    pub fn postgres_name(&self) -> Option<&str> {
+        match &self.cleanup {
+            Cleanup::DropPostgres { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Opens a connection to the maintenance database of the PostgreSQL server the tests use;
+    /// `None` when there is none (after saying so, as [`TestDb::postgres`] does).
+    ///
+    /// # Panics
+    /// When the server fails, or none is available and `REQUIRE_POSTGRES=1`.
+    #[must_use]
+    pub fn postgres_admin() -> Option<PgConnection> {
+        PostgresServer::get().map(PostgresServer::admin)
+    }
+
+    /// Which engine the database runs on.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.target.backend()
+    }
+
+    /// Where the database is.
+    #[must_use]
+    pub fn target(&self) -> &DatabaseTarget {
+        &self.target
+    }
+
+    /// A configuration for this database with default settings.
+    #[must_use]
+    pub fn config(&self) -> DatabaseConfig {
+        DatabaseConfig::new(self.target.clone())
+    }
+
+    /// Opens a pool on this database.
+    ///
+    /// # Panics
+    /// When the database cannot be opened.
+    #[must_use]
+    pub fn database(&self) -> Database {
+        Database::connect(self.config()).unwrap_or_else(|error| panic!("cannot open test database: {error}"))
+    }
+
+    /// Opens one connection, set up as the pool would.
+    ///
+    /// # Panics
+    /// When the database cannot be opened.
+    #[must_use]
+    pub fn connect(&self) -> DbConnection {
+        let config = self.config();
+        repo_diesel::connection::ConnectionManager::new(config.target, config.session, config.pool.connection_timeout)
+            .establish()
+            .unwrap_or_else(|error| panic!("cannot open test database: {error}"))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Cleanup::DropPostgres { server, name } = &self.cleanup
+            && let Err(error) = server.drop_database(name)
+        {
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: could not drop test database {name}: {error}"
+            );
+        }
+    }
+}
+
+/// The PostgreSQL server the tests of this process make their databases on.
+struct PostgresServer {
+    /// A URL for the server's maintenance database, with credentials.
+    admin_url: String,
+    /// Where the server is, for people: `TEST_DATABASE_URL` or the container's image.
+    description: String,
+    /// The migrated template, made on first use.
+    template: OnceLock<String>,
+    /// Keeps the container, and the process that removes it when this process ends, alive.
+    #[cfg(feature = "container")]
+    _container: Option<container::RunningContainer>,
+}
+
+impl PostgresServer {
+    /// The server for this process, found once; `None` when there is none and it is not required.
+    fn get() -> Option<&'static Self> {
+        static SERVER: OnceLock<Result<PostgresServer, String>> = OnceLock::new();
+        match SERVER.get_or_init(Self::find) {
+            Ok(server) => {
+                static ONCE: Once = Once::new();
+                // Past the harness's output capture, like the NOT RUN banner: which PostgreSQL ran
+                // the tests is part of the result.
+                ONCE.call_once(|| {
+                    let _ = writeln!(std::io::stderr(), "PostgreSQL tests run on {}", server.description);
+                });
+                Some(server)
+            }
+            Err(reason) => {
+                assert!(
+                    std::env::var("REQUIRE_POSTGRES").map_or(true, |value| value != "1"),
+                    "REQUIRE_POSTGRES=1 but the PostgreSQL tests cannot run: {reason}"
+                );
+                report_postgres_not_run(reason);
+                None
+            }
+        }
+    }
+
+    fn find() -> Result<Self, String> {
+        if let Some(url) = std::env::var("TEST_DATABASE_URL").ok().filter(|url| !url.is_empty()) {
+            return Ok(Self {
+                description: "the server of TEST_DATABASE_URL".to_owned(),
+                admin_url: url,
+                template: OnceLock::new(),
+                #[cfg(feature = "container")]
+                _container: None,
+            });
+        }
+        #[cfg(feature = "container")]
+        {
+            let running = container::start()?;
+            Ok(Self {
+                description: format!("a testcontainers container of {} ({})", running.image, running.id),
+                admin_url: running.url.clone(),
+                template: OnceLock::new(),
+                _container: Some(running),
+            })
+        }
+        #[cfg(not(feature = "container"))]
+        Err("TEST_DATABASE_URL is not set (and this build has no `container` feature)".to_owned())
+    }
+
+    fn admin(&self) -> PgConnection {
+        PgConnection::establish(&self.admin_url)
+            .unwrap_or_else(|error| panic!("cannot connect to the test PostgreSQL server: {error}"))
+    }
+
+    fn url_of(&self, database: &str) -> String {
+        let mut url = url::Url::parse(&self.admin_url).expect("the server URL is a valid URL");
+        url.set_path(database);
+        url.into()
+    }
+
+    fn create_database(&'static self, template: &str) -> TestDb {
+        let name = format!("test_{}", uuid::Uuid::now_v7().simple());
+        // Identifiers cannot be bound parameters; both names are generated from [a-z0-9_] only.
+        self.admin()
+            .batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""))
+            .unwrap_or_else(|error| panic!("cannot create test database {name} from {template}: {error}"));
+        let target = DatabaseTarget::postgres_url(&self.url_of(&name)).expect("a test database URL is valid");
+        TestDb {
+            target,
+            cleanup: Cleanup::DropPostgres { server: self, name },
+        }
+    }
+
+    fn drop_database(&self, name: &str) -> QueryResult<()> {
+        let mut admin = PgConnection::establish(&self.admin_url)
+            .map_err(|error| diesel::result::Error::QueryBuilderError(error.into()))?;
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+    }
+
+    /// The name of the migrated template, making it if this server does not have it yet.
+    fn template(&self) -> &str {
+        self.template.get_or_init(|| {
+            let name = template_name();
+            self.ensure_template(&name)
+                .unwrap_or_else(|error| panic!("cannot prepare template database {name}: {error}"));
+            name
+        })
+    }
+
+    /// Makes the template under an advisory lock, so concurrent test processes build it once.
+    /// It is built under a temporary name and renamed when complete, so a process that dies
+    /// half-way leaves no template that looks finished.
+    fn ensure_template(&self, name: &str) -> Result<(), String> {
+        /// Advisory lock key: "tmpl" in ASCII, distinct from the migration runner's key.
+        const TEMPLATE_LOCK: i64 = 0x746d_706c;
+        let text = |error: diesel::result::Error| error.to_string();
+        let mut admin = self.admin();
+        diesel::sql_query("SELECT pg_advisory_lock($1)")
+            .bind::<BigInt, _>(TEMPLATE_LOCK)
+            .execute(&mut admin)
+            .map_err(text)?;
+        let result = (|| {
+            #[derive(QueryableByName)]
+            struct Found {
+                #[diesel(sql_type = BigInt)]
+                found: i64,
+            }
+            let found =
+                diesel::sql_query("SELECT count(*) AS found FROM pg_database WHERE datname = $1 AND datistemplate")
+                    .bind::<Text, _>(name)
+                    .get_result::<Found>(&mut admin)
+                    .map_err(text)?;
+            if found.found > 0 {
+                return Ok(());
+            }
+            let building = format!("{name}_building_{}", std::process::id());
+            // One statement per call: several in one string run as one transaction, which
+            // CREATE / DROP / ALTER DATABASE refuse.
+            for statement in [
+                format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"),
+                format!("CREATE DATABASE \"{building}\" TEMPLATE template0"),
+            ] {
+                admin.batch_execute(&statement).map_err(text)?;
+            }
+            let migrated = DatabaseTarget::postgres_url(&self.url_of(&building))
+                .map_err(|error| error.to_string())
+                .and_then(|target| {
+                    let config = DatabaseConfig::new(target);
+                    let mut connection = repo_diesel::connection::ConnectionManager::new(
+                        config.target,
+                        config.session,
+                        config.pool.connection_timeout,
+                    )
+                    .establish()
+                    .map_err(|error| error.to_string())?;
+                    Migrator::embedded(Backend::Postgres, MigrationSettings::default())
+                        .run(&mut connection)
+                        .map_err(|error| error.to_string())
+                });
+            if let Err(error) = migrated {
+                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"));
+                return Err(error);
+            }
+            for statement in [
+                format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\""),
+                format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"),
+            ] {
+                admin.batch_execute(&statement).map_err(text)?;
+            }
+            Ok(())
+        })();
+        let unlocked = diesel::sql_query("SELECT pg_advisory_unlock($1)")
+            .bind::<BigInt, _>(TEMPLATE_LOCK)
+            .execute(&mut admin);
+        result.and(unlocked.map(drop).map_err(text))
+    }
+}
+
+/// `test_template_<digest>`: the digest covers every embedded PostgreSQL migration's name and
+/// both checksums, so any change to the migrations gets a fresh template.
+fn template_name() -> String {
+    let summary = MigrationSet::embedded(Backend::Postgres)
+        .migrations()
+        .iter()
+        .map(|migration| [migration.name(), migration.up_checksum(), migration.down_checksum()].join(" "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let digest = checksum(&summary);
+    format!("test_template_{}", &digest[..16])
+}
+
+fn report_postgres_not_run(reason: &str) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Written to the process's stderr, not through eprintln!, so the test harness's output
+        // capture does not hide it behind a passing test.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** PostgreSQL tests NOT RUN: {reason}. They returned early and count as passed here; \
+             set TEST_DATABASE_URL or make a Docker engine available (and REQUIRE_POSTGRES=1 to fail \
+             without PostgreSQL). ***\n"
+        );
+    });
+}
+
+#[cfg(feature = "container")]
+mod container {
+    //! One PostgreSQL container per test process, removed when the process ends, however it ends.
+
+    use std::io::Write as _;
+    use std::process::{Child, ChildStdin, Command, Stdio};
+
+    use testcontainers::runners::SyncRunner;
+    use testcontainers::{Container, ImageExt};
+    use testcontainers_modules::postgres::Postgres;
+
+    /// The image used when `TEST_POSTGRES_IMAGE` / `TEST_POSTGRES_TAG` are not set.
+    pub const DEFAULT_IMAGE: &str = "postgres";
+    /// See [`DEFAULT_IMAGE`].
+    pub const DEFAULT_TAG: &str = "18-alpine";
+
+    pub struct RunningContainer {
+        pub url: String,
+        pub image: String,
+        pub id: String,
+        _container: Container<Postgres>,
+        /// The reaper's stdin: when this process ends, for any reason, the pipe closes and the
+        /// reaper removes the container (the pattern of testcontainers' Ryuk, without a daemon).
+        _reaper: Option<(Child, ChildStdin)>,
+    }
+
+    pub fn start() -> Result<RunningContainer, String> {
+        let image = std::env::var("TEST_POSTGRES_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_owned());
+        let tag = std::env::var("TEST_POSTGRES_TAG").unwrap_or_else(|_| DEFAULT_TAG.to_owned());
+        let container = Postgres::default()
+            .with_name(image.clone())
+            .with_tag(tag.clone())
+            .start()
+            .map_err(|error| {
+                format!("TEST_DATABASE_URL is not set and no PostgreSQL container ({image}:{tag}) could start: {error}")
+            })?;
+        let host = container
+            .get_host()
+            .map_err(|error| format!("cannot tell where the PostgreSQL container runs: {error}"))?;
+        let port = container
+            .get_host_port_ipv4(5432)
+            .map_err(|error| format!("the PostgreSQL container publishes no port: {error}"))?;
+        let reaper = spawn_reaper(container.id());
+        if reaper.is_none() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: no `docker` command to remove test container {} when the tests end",
+                container.id()
+            );
+        }
+        Ok(RunningContainer {
+            image: format!("{image}:{tag}"),
+            id: container.id().to_owned(),
+            url: format!("postgres://postgres:postgres@{host}:{port}/postgres"),
+            _container: container,
+            _reaper: reaper,
+        })
+    }
+
+    fn spawn_reaper(id: &str) -> Option<(Child, ChildStdin)> {
+        Command::new("docker")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()
+            .filter(std::process::ExitStatus::success)?;
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"read _ignored; exec docker rm --force --volumes "$0" >/dev/null 2>&1"#)
+            .arg(id)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let stdin = child.stdin.take()?;
+        Some((child, stdin))
+    }
+}
