@@ -256,81 +256,137 @@ impl PostgresServer {
     }
 
     /// Makes the template under an advisory lock, so concurrent test processes build it once.
-    /// It is built under a temporary name and renamed when complete, so a process that dies
-    /// half-way leaves no template that looks finished.
+    /// It is built under a unique temporary name, marked as a template and renamed into place
+    /// last, so the template's name only ever names a finished template; a process that dies
+    /// half-way leaves a `..._building_<uuid>` database behind, never a half-built template.
     fn ensure_template(&self, name: &str) -> Result<(), String> {
-        /// Advisory lock key: "tmpl" in ASCII, distinct from the migration runner's key.
-        const TEMPLATE_LOCK: i64 = 0x746d_706c;
         let text = |error: diesel::result::Error| error.to_string();
         let mut admin = self.admin();
-        diesel::sql_query("SELECT pg_advisory_lock($1)")
-            .bind::<BigInt, _>(TEMPLATE_LOCK)
-            .execute(&mut admin)
-            .map_err(text)?;
+        lock_templates(&mut admin)?;
         let result = (|| {
-            #[derive(QueryableByName)]
-            struct Found {
-                #[diesel(sql_type = BigInt)]
-                found: i64,
-            }
-            let found =
-                diesel::sql_query("SELECT count(*) AS found FROM pg_database WHERE datname = $1 AND datistemplate")
-                    .bind::<Text, _>(name)
-                    .get_result::<Found>(&mut admin)
-                    .map_err(text)?;
-            if found.found > 0 {
+            if database_exists(&mut admin, name).map_err(text)? {
                 return Ok(());
             }
-            let building = format!("{name}_building_{}", std::process::id());
-            // One statement per call: several in one string run as one transaction, which
-            // CREATE / DROP / ALTER DATABASE refuse.
-            for statement in [
-                format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"),
-                format!("CREATE DATABASE \"{building}\" TEMPLATE template0"),
-            ] {
-                admin.batch_execute(&statement).map_err(text)?;
+            let building = format!("{name}_building_{}", uuid::Uuid::now_v7().simple());
+            admin
+                .batch_execute(&format!("CREATE DATABASE \"{building}\" TEMPLATE template0"))
+                .map_err(text)?;
+            let built = self.migrate(&building).and_then(|()| {
+                // One statement per call: several in one string run as one transaction, which
+                // ALTER DATABASE refuses.
+                admin
+                    .batch_execute(&format!(
+                        "ALTER DATABASE \"{building}\" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+                    ))
+                    .and_then(|()| admin.batch_execute(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\"")))
+                    .map_err(text)
+            });
+            match built {
+                Ok(()) => Ok(()),
+                Err(error) => {
+                    discard(&mut admin, &building);
+                    // Another process whose lock lives in another maintenance database may have
+                    // published the same template first.
+                    if database_exists(&mut admin, name).map_err(text)? {
+                        Ok(())
+                    } else {
+                        Err(error)
+                    }
+                }
             }
-            let migrated = DatabaseTarget::postgres_url(&self.url_of(&building))
-                .map_err(|error| error.to_string())
-                .and_then(|target| {
-                    let config = DatabaseConfig::new(target);
-                    let mut connection = repo_diesel::connection::ConnectionManager::new(
-                        config.target,
-                        config.session,
-                        config.pool.connection_timeout,
-                    )
-                    .establish()
-                    .map_err(|error| error.to_string())?;
-                    Migrator::embedded(Backend::Postgres, MigrationSettings::default())
-                        .run(&mut connection)
-                        .map_err(|error| error.to_string())
-                });
-            if let Err(error) = migrated {
-                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"));
-                return Err(error);
-            }
-            for statement in [
-                format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\""),
-                format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"),
-            ] {
-                admin.batch_execute(&statement).map_err(text)?;
-            }
-            Ok(())
         })();
         let unlocked = diesel::sql_query("SELECT pg_advisory_unlock($1)")
             .bind::<BigInt, _>(TEMPLATE_LOCK)
             .execute(&mut admin);
         result.and(unlocked.map(drop).map_err(text))
     }
+
+    /// Applies every embedded migration to `database` through the start-up runner.
+    fn migrate(&self, database: &str) -> Result<(), String> {
+        let config = DatabaseConfig::new(
+            DatabaseTarget::postgres_url(&self.url_of(database)).map_err(|error| error.to_string())?,
+        );
+        let mut connection = repo_diesel::connection::ConnectionManager::new(
+            config.target,
+            config.session,
+            config.pool.connection_timeout,
+        )
+        .establish()
+        .map_err(|error| error.to_string())?;
+        Migrator::embedded(Backend::Postgres, MigrationSettings::default())
+            .run(&mut connection)
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
 }
 
-/// `test_template_<digest>`: the digest covers every embedded PostgreSQL migration's name and
-/// both checksums, so any change to the migrations gets a fresh template.
-fn template_name() -> String {
-    let summary = MigrationSet::embedded(Backend::Postgres)
-        .migrations()
-        .iter()
-        .map(|migration| [migration.name(), migration.up_checksum(), migration.down_checksum()].join(" "))
+/// Advisory lock key for building templates: "tmpl" in ASCII, distinct from the migration
+/// runner's key. Advisory locks are per database: processes whose URLs name different maintenance
+/// databases do not exclude each other, which `ensure_template` tolerates.
+const TEMPLATE_LOCK: i64 = 0x746d_706c;
+
+/// How long a process waits for another one to finish building the template.
+const TEMPLATE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Takes [`TEMPLATE_LOCK`], polling (a blocked `pg_advisory_lock` would hang silently).
+fn lock_templates(admin: &mut PgConnection) -> Result<(), String> {
+    #[derive(QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        locked: bool,
+    }
+    let deadline = std::time::Instant::now() + TEMPLATE_LOCK_WAIT;
+    loop {
+        let locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
+            .bind::<BigInt, _>(TEMPLATE_LOCK)
+            .get_result::<Locked>(admin)
+            .map_err(|error| error.to_string())?;
+        if locked.locked {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "another test process held the template lock for over {} s",
+                TEMPLATE_LOCK_WAIT.as_secs()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn database_exists(admin: &mut PgConnection, name: &str) -> QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = BigInt)]
+        found: i64,
+    }
+    diesel::sql_query("SELECT count(*) AS found FROM pg_database WHERE datname = $1")
+        .bind::<Text, _>(name)
+        .get_result::<Found>(admin)
+        .map(|found| found.found > 0)
+}
+
+/// Drops a half-built template, which may already be marked as one; best effort.
+fn discard(admin: &mut PgConnection, name: &str) {
+    let _ = admin.batch_execute(&format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE false"));
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+}
+
+/// Part of the template digest: bump it when a template built by the same migrations would still
+/// differ, for example when the runner's own bookkeeping tables change.
+const TEMPLATE_FORMAT: &str = "template format 1";
+
+/// `test_template_<digest>`: the digest covers [`TEMPLATE_FORMAT`] and every embedded PostgreSQL
+/// migration's name and both checksums, so any change to the migrations gets a fresh template.
+#[must_use]
+pub fn template_name() -> String {
+    let summary = std::iter::once(TEMPLATE_FORMAT.to_owned())
+        .chain(
+            MigrationSet::embedded(Backend::Postgres)
+                .migrations()
+                .iter()
+                .map(|migration| [migration.name(), migration.up_checksum(), migration.down_checksum()].join(" ")),
+        )
         .collect::<Vec<_>>()
         .join("\n");
     let digest = checksum(&summary);
@@ -356,6 +412,7 @@ mod container {
     //! One PostgreSQL container per test process, removed when the process ends, however it ends.
 
     use std::io::Write as _;
+    use std::os::unix::process::CommandExt as _;
     use std::process::{Child, ChildStdin, Command, Stdio};
 
     use testcontainers::runners::SyncRunner;
@@ -378,8 +435,14 @@ mod container {
     }
 
     pub fn start() -> Result<RunningContainer, String> {
-        let image = std::env::var("TEST_POSTGRES_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_owned());
-        let tag = std::env::var("TEST_POSTGRES_TAG").unwrap_or_else(|_| DEFAULT_TAG.to_owned());
+        let setting = |name: &str, default: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|value| !value.is_empty())
+                .unwrap_or_else(|| default.to_owned())
+        };
+        let image = setting("TEST_POSTGRES_IMAGE", DEFAULT_IMAGE);
+        let tag = setting("TEST_POSTGRES_TAG", DEFAULT_TAG);
         let container = Postgres::default()
             .with_name(image.clone())
             .with_tag(tag.clone())
@@ -420,8 +483,11 @@ mod container {
             .filter(std::process::ExitStatus::success)?;
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(r#"read _ignored; exec docker rm --force --volumes "$0" >/dev/null 2>&1"#)
+            // Ctrl-C, `timeout` and CI cancellations signal the whole process group: the reaper
+            // ignores them and runs in a group of its own, so it outlives the tests it cleans up.
+            .arg(r#"trap '' INT TERM HUP QUIT; read _ignored; exec docker rm --force --volumes "$0" >/dev/null 2>&1"#)
             .arg(id)
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
