@@ -1,0 +1,332 @@
+//! Writing the stream: bounded batches handed to `repo_diesel::bulk` (binary COPY on PostgreSQL,
+//! multi-row INSERT on SQLite), the whole run in one transaction, after `--reset` and the top-up
+//! count.
+
+use std::time::{Duration, Instant};
+
+use diesel::Connection as _;
+use repo::RepoError;
+use repo_diesel::DbConnection;
+use repo_diesel::bulk::{self, DomainPattern, NewAttendanceRow, NewUserRow, Purged};
+use repo_diesel::sql_types::DbUuid;
+
+use crate::generate::{self, Clock, EMAIL_DOMAIN_PREFIX, EMAIL_DOMAIN_SUFFIX, Generator};
+use crate::progress::Progress;
+use crate::{SeedConfig, SeedError, SeedReport, TableLoad};
+
+/// Rows held before they are written: a batch is the only place rows accumulate.
+pub const BATCH_ROWS: usize = 20_000;
+
+/// Users read per page while looking for seed-made users to remove.
+const RESET_PAGE: u32 = 5_000;
+
+/// A bounded buffer: rows are pushed one at a time and handed to `flush` whenever `capacity` of
+/// them are waiting, so no more than `capacity` rows are ever held.
+#[derive(Debug)]
+pub struct Batch<T> {
+    rows: Vec<T>,
+    capacity: usize,
+    written: u64,
+}
+
+impl<T> Batch<T> {
+    /// An empty batch of at most `capacity` rows (at least one).
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            rows: Vec::with_capacity(capacity),
+            capacity,
+            written: 0,
+        }
+    }
+
+    /// Adds `row`, flushing the batch when it is full.
+    pub fn push<E>(&mut self, row: T, flush: &mut impl FnMut(&[T]) -> Result<usize, E>) -> Result<(), E> {
+        self.rows.push(row);
+        if self.rows.len() >= self.capacity {
+            self.flush(flush)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left.
+    pub fn flush<E>(&mut self, flush: &mut impl FnMut(&[T]) -> Result<usize, E>) -> Result<(), E> {
+        if !self.rows.is_empty() {
+            let written = flush(&self.rows)?;
+            self.written += u64::try_from(written).unwrap_or(u64::MAX);
+            self.rows.clear();
+        }
+        Ok(())
+    }
+
+    /// Rows written so far.
+    #[must_use]
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+/// Runs the seed in one transaction on `connection`: removes seed-made users when `reset` asks,
+/// refuses data of another seed, then writes users `existing..config.users` and their
+/// attendance. Any error rolls the whole run back.
+pub fn seed_database(
+    connection: &mut DbConnection,
+    config: &SeedConfig,
+    clock: Clock,
+    password_hash: &str,
+    progress: &mut dyn Progress,
+) -> Result<SeedReport, SeedError> {
+    let started = Instant::now();
+    let mut report = connection.transaction::<_, SeedError, _>(|connection| {
+        let removed = if config.reset {
+            remove_seed_users(connection)?
+        } else {
+            Purged::default()
+        };
+        refuse_other_seeds(connection, config.seed)?;
+        let existing = bulk::count_users_in_domain(connection, &generate::email_domain(config.seed))?;
+        let generator = Generator::new(config.seed, config.days, clock, password_hash);
+        let first = existing.min(u64::from(config.users));
+        let (users, attendance) = write(&generator, first..u64::from(config.users), progress, connection)?;
+        Ok(SeedReport {
+            config: *config,
+            today: clock.today(),
+            dry_run: false,
+            existing_users: existing,
+            removed,
+            users,
+            attendance,
+            elapsed: Duration::ZERO,
+        })
+    })?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Generates what a seed of an empty database would write, and writes nothing.
+#[must_use]
+pub fn dry_run(config: &SeedConfig, clock: Clock, progress: &mut dyn Progress) -> SeedReport {
+    let started = Instant::now();
+    let generator = Generator::new(config.seed, config.days, clock, "$argon2id$dry-run");
+    let counted = write(&generator, 0..u64::from(config.users), progress, &mut Counter);
+    let (users, attendance) = match counted {
+        Ok(counts) => counts,
+        Err(never) => match never {},
+    };
+    SeedReport {
+        config: *config,
+        today: clock.today(),
+        dry_run: true,
+        existing_users: 0,
+        removed: Purged::default(),
+        users,
+        attendance,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Where batches go: the database, or a counter for dry runs and tests.
+trait Sink {
+    type Error;
+    fn users(&mut self, rows: &[NewUserRow<'_>]) -> Result<usize, Self::Error>;
+    fn attendance(&mut self, rows: &[NewAttendanceRow]) -> Result<usize, Self::Error>;
+}
+
+impl Sink for DbConnection {
+    type Error = RepoError;
+
+    fn users(&mut self, rows: &[NewUserRow<'_>]) -> Result<usize, RepoError> {
+        bulk::insert_users(self, rows)
+    }
+
+    fn attendance(&mut self, rows: &[NewAttendanceRow]) -> Result<usize, RepoError> {
+        bulk::insert_attendance(self, rows)
+    }
+}
+
+/// Counts rows and writes nothing.
+struct Counter;
+
+impl Sink for Counter {
+    type Error = std::convert::Infallible;
+
+    fn users(&mut self, rows: &[NewUserRow<'_>]) -> Result<usize, Self::Error> {
+        Ok(rows.len())
+    }
+
+    fn attendance(&mut self, rows: &[NewAttendanceRow]) -> Result<usize, Self::Error> {
+        Ok(rows.len())
+    }
+}
+
+/// Streams users `range`, then their attendance (so every user is written before its records),
+/// through bounded batches into `sink`.
+fn write<S: Sink + ?Sized>(
+    generator: &Generator<'_>,
+    range: std::ops::Range<u64>,
+    progress: &mut dyn Progress,
+    sink: &mut S,
+) -> Result<(TableLoad, TableLoad), S::Error> {
+    let total = range.end - range.start;
+
+    let started = Instant::now();
+    progress.start("users", total);
+    let mut batch = Batch::new(BATCH_ROWS);
+    let mut flush = |rows: &[_]| sink.users(rows);
+    for (done, index) in (1..).zip(range.clone()) {
+        batch.push(generator.user(index), &mut flush)?;
+        progress.update(done, done);
+    }
+    batch.flush(&mut flush)?;
+    progress.update(total, batch.written());
+    progress.finish();
+    let user_load = TableLoad {
+        rows: batch.written(),
+        elapsed: started.elapsed(),
+    };
+
+    let started = Instant::now();
+    progress.start("attendance", total);
+    let mut batch = Batch::new(BATCH_ROWS);
+    let mut flush = |rows: &[_]| sink.attendance(rows);
+    let mut generated = 0;
+    for (done, index) in (1..).zip(range) {
+        for record in generator.attendance(index) {
+            batch.push(record, &mut flush)?;
+            generated += 1;
+        }
+        progress.update(done, generated);
+    }
+    batch.flush(&mut flush)?;
+    progress.update(total, batch.written());
+    progress.finish();
+    let attendance_load = TableLoad {
+        rows: batch.written(),
+        elapsed: started.elapsed(),
+    };
+    Ok((user_load, attendance_load))
+}
+
+/// Deletes every seed-made user of any seed (attendance follows by `ON DELETE CASCADE`): the
+/// users whose email is one the generator makes, read page by page.
+fn remove_seed_users(connection: &mut DbConnection) -> Result<Purged, RepoError> {
+    let pattern = DomainPattern {
+        prefix: EMAIL_DOMAIN_PREFIX,
+        suffix: EMAIL_DOMAIN_SUFFIX,
+    };
+    let mut removed = Purged::default();
+    let mut after = None;
+    loop {
+        let page = bulk::users_in_domains(connection, pattern, None, after, RESET_PAGE)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(removed);
+        };
+        after = Some(*last);
+        let ids: Vec<DbUuid> = page
+            .iter()
+            .filter(|(_, email)| generate::parse_seed_email(email).is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        let purged = bulk::purge_users(connection, &ids)?;
+        removed.users += purged.users;
+        removed.attendance += purged.attendance;
+    }
+}
+
+/// Fails when seed-made users of another seed are present.
+fn refuse_other_seeds(connection: &mut DbConnection, seed: u64) -> Result<(), SeedError> {
+    let pattern = DomainPattern {
+        prefix: EMAIL_DOMAIN_PREFIX,
+        suffix: EMAIL_DOMAIN_SUFFIX,
+    };
+    let candidates = bulk::users_in_domains(connection, pattern, Some(&generate::email_domain(seed)), None, 100)?;
+    match candidates
+        .iter()
+        .find_map(|(_, email)| generate::parse_seed_email(email))
+    {
+        Some((found, _)) => Err(SeedError::OtherSeed { requested: seed, found }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_stay_bounded_and_lose_nothing() {
+        let mut sizes = Vec::new();
+        let mut batch = Batch::new(10);
+        let mut flush = |rows: &[u32]| -> Result<usize, ()> {
+            sizes.push(rows.len());
+            Ok(rows.len())
+        };
+        for row in 0..25 {
+            batch.push(row, &mut flush).expect("no error");
+        }
+        batch.flush(&mut flush).expect("no error");
+        assert_eq!(batch.written(), 25);
+        assert_eq!(sizes, [10, 10, 5]);
+    }
+
+    #[test]
+    fn a_failed_flush_stops_the_stream() {
+        let mut batch = Batch::new(3);
+        let mut calls = 0;
+        let mut flush = |_: &[u32]| {
+            calls += 1;
+            Err("refused")
+        };
+        assert_eq!(batch.push(1, &mut flush), Ok(()));
+        assert_eq!(batch.push(2, &mut flush), Ok(()));
+        assert_eq!(batch.push(3, &mut flush), Err("refused"));
+        assert_eq!(calls, 1);
+        assert_eq!(batch.written(), 0);
+    }
+
+    /// Records the size of every batch.
+    #[derive(Default)]
+    struct Sizes {
+        users: Vec<usize>,
+        attendance: Vec<usize>,
+    }
+
+    impl Sink for Sizes {
+        type Error = ();
+
+        fn users(&mut self, rows: &[NewUserRow<'_>]) -> Result<usize, ()> {
+            self.users.push(rows.len());
+            Ok(rows.len())
+        }
+
+        fn attendance(&mut self, rows: &[NewAttendanceRow]) -> Result<usize, ()> {
+            self.attendance.push(rows.len());
+            Ok(rows.len())
+        }
+    }
+
+    #[test]
+    fn a_dry_run_streams_in_bounded_batches() {
+        let clock = Clock::at(chrono::DateTime::from_timestamp(1_780_000_000, 0).expect("valid"));
+        let config = SeedConfig::new(500, 200, 5, false).expect("valid");
+        let generator = Generator::new(5, 200, clock, "$argon2id$x");
+        let mut sizes = Sizes::default();
+        let (users, attendance) =
+            write(&generator, 0..500, &mut crate::progress::Silent, &mut sizes).expect("no error");
+        assert_eq!(users.rows, 500);
+        assert_eq!(sizes.users, [500]);
+        assert!(
+            attendance.rows > 2 * u64::try_from(BATCH_ROWS).expect("small"),
+            "{}",
+            attendance.rows
+        );
+        assert!(sizes.attendance.iter().all(|&size| size <= BATCH_ROWS));
+        assert_eq!(
+            sizes.attendance.iter().sum::<usize>(),
+            usize::try_from(attendance.rows).expect("small")
+        );
+        let report = dry_run(&config, clock, &mut crate::progress::Silent);
+        assert_eq!((report.users.rows, report.attendance.rows), (500, attendance.rows));
+    }
+}
