@@ -168,19 +168,9 @@ fn escape_like(text: &str) -> String {
     text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
-/// The `LIKE` pattern of exactly one domain.
+/// The `LIKE` pattern of every address at `domain`.
 fn domain_like(domain: &str) -> String {
     format!("%@{}", escape_like(domain))
-}
-
-/// Counts users whose email is at `domain` (`…@<domain>`), soft-deleted ones included.
-pub fn count_users_in_domain(connection: &mut DbConnection, domain: &str) -> Result<u64, RepoError> {
-    let count: i64 = users::table
-        .filter(users::email.like(domain_like(domain)).escape('\\'))
-        .count()
-        .get_result(connection)
-        .map_err(map_error)?;
-    Ok(u64::try_from(count).unwrap_or(0))
 }
 
 /// A page of `(id, email)` of users whose email domain matches `pattern` and is not

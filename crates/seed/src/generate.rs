@@ -266,11 +266,11 @@ impl<'h> Generator<'h> {
         u64::try_from(into * 1000 / window).unwrap_or(0)
     }
 
-    /// The attendance records of users `range`, merged into `(created_at, id)` order. Holds one
-    /// record and the generator state of each user in `range`, nothing more.
+    /// The attendance records of `users` (indexes), merged into `(created_at, id)` order. Holds one
+    /// record and the generator state of each of them, nothing more.
     #[must_use]
-    pub fn attendance_in_time_order(&self, range: std::ops::Range<u64>) -> Merged {
-        let mut streams: Vec<Shifts> = range.map(|index| self.attendance(index)).collect();
+    pub fn attendance_in_time_order(&self, users: impl IntoIterator<Item = u64>) -> Merged {
+        let mut streams: Vec<Shifts> = users.into_iter().map(|index| self.attendance(index)).collect();
         let heads = streams
             .iter_mut()
             .enumerate()

@@ -21,7 +21,7 @@ pub const BATCH_ROWS: usize = 20_000;
 /// and `(created_at, id)` then take each group's records in key order, one sweep per group
 /// rather than one per user: about a third faster on both backends, for a few hundred bytes
 /// of generator state per user.
-pub const MERGE_USERS: u64 = 16_384;
+pub const MERGE_USERS: usize = 16_384;
 
 /// Users read per page while looking for seed-made users to remove.
 const RESET_PAGE: u32 = 5_000;
@@ -92,15 +92,15 @@ pub fn seed_database(
                 Purged::default()
             };
             refuse_other_seeds(connection, config.seed)?;
-            let existing = bulk::count_users_in_domain(connection, &generate::email_domain(config.seed))?;
+            let present = present_users(connection, config)?;
+            let existing = present.iter().filter(|&&present| present).count();
             let generator = Generator::new(config.seed, config.days, clock, password_hash);
-            let first = existing.min(u64::from(config.users));
-            let (users, attendance) = write(&generator, first..u64::from(config.users), progress, connection)?;
+            let (users, attendance) = write(&generator, &present, progress, connection)?;
             Ok(SeedReport {
                 config: *config,
                 today: clock.today(),
                 dry_run: false,
-                existing_users: existing,
+                existing_users: u64::try_from(existing).unwrap_or(u64::MAX),
                 removed,
                 users,
                 attendance,
@@ -117,7 +117,7 @@ pub fn seed_database(
 pub fn dry_run(config: &SeedConfig, clock: Clock, progress: &mut dyn Progress) -> SeedReport {
     let started = Instant::now();
     let generator = Generator::new(config.seed, config.days, clock, "$argon2id$dry-run");
-    let counted = write(&generator, 0..u64::from(config.users), progress, &mut Counter);
+    let counted = write(&generator, &vec![false; config.users as usize], progress, &mut Counter);
     let (users, attendance) = match counted {
         Ok(counts) => counts,
         Err(never) => match never {},
@@ -168,21 +168,27 @@ impl Sink for Counter {
     }
 }
 
-/// Streams users `range`, then their attendance (so every user is written before its records),
-/// through bounded batches into `sink`.
+/// Streams the users whose index is not `present`, then their attendance (so every user is
+/// written before its records), through bounded batches into `sink`.
 fn write<S: Sink + ?Sized>(
     generator: &Generator<'_>,
-    range: std::ops::Range<u64>,
+    present: &[bool],
     progress: &mut dyn Progress,
     sink: &mut S,
 ) -> Result<(TableLoad, TableLoad), S::Error> {
-    let total = range.end - range.start;
+    let missing = || {
+        (0_u64..)
+            .zip(present)
+            .filter(|(_, present)| !**present)
+            .map(|(index, _)| index)
+    };
+    let total = missing().count() as u64;
 
     let started = Instant::now();
     progress.start("users", total);
     let mut batch = Batch::new(BATCH_ROWS);
     let mut flush = |rows: &[_]| sink.users(rows);
-    for (done, index) in (1..).zip(range.clone()) {
+    for (done, index) in (1..).zip(missing()) {
         batch.push(generator.user(index), &mut flush)?;
         progress.update(done, done);
     }
@@ -199,22 +205,26 @@ fn write<S: Sink + ?Sized>(
     let mut batch = Batch::new(BATCH_ROWS);
     let mut flush = |rows: &[_]| sink.attendance(rows);
     let mut generated = 0;
-    let mut first = range.start;
-    while first < range.end {
-        let last = range.end.min(first + MERGE_USERS);
+    let mut done = 0;
+    let mut indices = missing();
+    loop {
+        let group: Vec<u64> = indices.by_ref().take(MERGE_USERS).collect();
+        if group.is_empty() {
+            break;
+        }
+        let size = group.len() as u64;
         // The merged stream is in time order: how far it is into the window tells how far
         // the group is.
-        let group = last - first;
-        for record in generator.attendance_in_time_order(first..last) {
+        for record in generator.attendance_in_time_order(group) {
             if generated % 4096 == 0 {
-                let into_group = group * generator.window_permille(record.created_at.0) / 1000;
-                progress.update(first - range.start + into_group.min(group), generated);
+                let into_group = size * generator.window_permille(record.created_at.0) / 1000;
+                progress.update(done + into_group.min(size), generated);
             }
             batch.push(record, &mut flush)?;
             generated += 1;
         }
-        progress.update(last - range.start, generated);
-        first = last;
+        done += size;
+        progress.update(done, generated);
     }
     batch.flush(&mut flush)?;
     progress.update(total, batch.written());
@@ -224,6 +234,33 @@ fn write<S: Sink + ?Sized>(
         elapsed: started.elapsed(),
     };
     Ok((user_load, attendance_load))
+}
+
+/// Which of users `0..config.users` of the seed are in the database (soft-deleted ones too):
+/// one flag per user, at most [`crate::MAX_USERS`] of them, read page by page.
+fn present_users(connection: &mut DbConnection, config: &SeedConfig) -> Result<Vec<bool>, RepoError> {
+    let mut present = vec![false; config.users as usize];
+    let domain = generate::email_domain(config.seed);
+    let pattern = DomainPattern {
+        prefix: &domain,
+        suffix: "",
+    };
+    let mut after = None;
+    loop {
+        let page = bulk::users_in_domains(connection, pattern, None, after, RESET_PAGE)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(present);
+        };
+        after = Some(*last);
+        for (_, email) in &page {
+            if let Some((seed, index)) = generate::parse_seed_email(email)
+                && seed == config.seed
+                && let Some(flag) = usize::try_from(index).ok().and_then(|index| present.get_mut(index))
+            {
+                *flag = true;
+            }
+        }
+    }
 }
 
 /// Deletes every seed-made user of any seed (attendance follows by `ON DELETE CASCADE`): the
@@ -331,7 +368,7 @@ mod tests {
         let generator = Generator::new(5, 200, clock, "$argon2id$x");
         let mut sizes = Sizes::default();
         let (users, attendance) =
-            write(&generator, 0..500, &mut crate::progress::Silent, &mut sizes).expect("no error");
+            write(&generator, &[false; 500], &mut crate::progress::Silent, &mut sizes).expect("no error");
         assert_eq!(users.rows, 500);
         assert_eq!(sizes.users, [500]);
         assert!(

@@ -82,8 +82,11 @@ fn main() -> ExitCode {
     match run(&options) {
         Ok(code) => code,
         Err(error) => {
-            // The cause chain on one line, without a backtrace even when RUST_BACKTRACE is set.
-            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            // The cause chain on one line, without a backtrace even when RUST_BACKTRACE is set;
+            // libpq's multi-line messages are joined too.
+            let message = format!("{error:#}");
+            let message: Vec<&str> = message.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+            let _ = writeln!(std::io::stderr(), "error: {}", message.join(" "));
             ExitCode::FAILURE
         }
     }
