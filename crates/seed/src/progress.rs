@@ -40,6 +40,7 @@ impl Progress for Silent {
 #[derive(Debug, Default)]
 pub struct Bar {
     bar: Option<ProgressBar>,
+    shown_rows: Option<u64>,
 }
 
 impl Progress for Bar {
@@ -51,13 +52,16 @@ impl Progress for Bar {
         bar.set_prefix(phase);
         bar.enable_steady_tick(Duration::from_millis(200));
         self.bar = Some(bar);
+        self.shown_rows = None;
     }
 
     fn update(&mut self, done: u64, rows: u64) {
         if let Some(bar) = &self.bar {
             bar.set_position(done);
-            if done.is_multiple_of(64) || bar.length() == Some(done) {
+            // A new message allocates: at most one per 1,000 rows.
+            if self.shown_rows.is_none_or(|shown| rows >= shown + 1_000) || bar.length() == Some(done) {
                 bar.set_message(format!("{rows} rows"));
+                self.shown_rows = Some(rows);
             }
         }
     }
