@@ -18,6 +18,9 @@ use repo_diesel::{Database, DatabaseConfig};
 use seed::{Clock, SeedConfig};
 use tracing_subscriber::EnvFilter;
 
+/// The flags that run the migration runner's operations and stop before generating data.
+const OPERATOR_FLAGS: [&str; 5] = ["migrate_only", "status", "baseline", "accept_checksum", "clear_dirty"];
+
 /// Migrates the configured database (the embedded SQLite file when none is configured) and seeds
 /// it with realistic data: users with shifts on working days, absences, deactivated and
 /// soft-deleted users, and a few open check-ins today. Dates are relative to today (UTC).
@@ -30,6 +33,7 @@ struct Options {
         long,
         value_name = "N",
         default_value_t = 100,
+        conflicts_with_all = OPERATOR_FLAGS,
         allow_negative_numbers = true,
         value_parser = clap::value_parser!(i64).range(1..=i64::from(seed::MAX_USERS)),
     )]
@@ -39,16 +43,23 @@ struct Options {
         long,
         value_name = "D",
         default_value_t = 90,
+        conflicts_with_all = OPERATOR_FLAGS,
         allow_negative_numbers = true,
         value_parser = clap::value_parser!(i64).range(1..=i64::from(seed::MAX_DAYS)),
     )]
     days: i64,
     /// The random seed: the same seed (on the same date) gives the same data.
-    #[arg(long, value_name = "S", default_value_t = 42, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 42,
+        allow_negative_numbers = true,
+        conflicts_with_all = OPERATOR_FLAGS
+    )]
     seed: u64,
     /// Delete every seed-made user (emails at seed<S>.example, attendance included) and seed
     /// again, in one transaction. Rows the seed did not make are never touched.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = OPERATOR_FLAGS)]
     reset: bool,
     /// Generate the data and print what would be inserted, without opening, creating,
     /// migrating or writing any database.
