@@ -1,6 +1,6 @@
 //! Writing the stream: bounded batches handed to `repo_diesel::bulk` (binary COPY on PostgreSQL,
-//! multi-row INSERT on SQLite), the whole run in one transaction, after `--reset` and the top-up
-//! count.
+//! multi-row INSERT on SQLite), the whole run in one transaction: `--reset`, the check for
+//! another seed, then the users of `0..--users` not yet present, then their attendance.
 
 use std::time::{Duration, Instant};
 
@@ -75,8 +75,8 @@ impl<T> Batch<T> {
 }
 
 /// Runs the seed in one transaction on `connection`: removes seed-made users when `reset` asks,
-/// refuses data of another seed, then writes users `existing..config.users` and their
-/// attendance. Any error rolls the whole run back.
+/// refuses data of another seed, then writes the users of `0..config.users` that are not there
+/// yet (a top-up; nothing on a re-run) and their attendance. Any error rolls the whole run back.
 pub fn seed_database(
     connection: &mut DbConnection,
     config: &SeedConfig,
