@@ -136,9 +136,52 @@ impl FromSql<Instant, Pg> for DbTimestamp {
 
 impl ToSql<Instant, Sqlite> for DbTimestamp {
     fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
-        out.set_value(self.0.format(SQLITE_TIMESTAMP_FORMAT).to_string());
+        out.set_value(sqlite_text(self.0));
         Ok(IsNull::No)
     }
+}
+
+/// `instant` in [`SQLITE_TIMESTAMP_FORMAT`], written digit by digit: chrono's `format` parses
+/// the format string on every call, which showed up in bulk loads. Years outside 0..=9999 (which
+/// the storage check refuses anyway) fall back to chrono.
+fn sqlite_text(instant: DateTime<Utc>) -> String {
+    use chrono::{Datelike as _, Timelike as _};
+    let year = instant.year();
+    if !(0..=9999).contains(&year) {
+        return instant.format(SQLITE_TIMESTAMP_FORMAT).to_string();
+    }
+    let mut text = [0_u8; 27];
+    let mut put = |at: usize, width: usize, value: u32| {
+        let mut value = value;
+        for slot in text[at..at + width].iter_mut().rev() {
+            *slot = b"0123456789"[(value % 10) as usize];
+            value /= 10;
+        }
+    };
+    put(0, 4, year.unsigned_abs());
+    put(5, 2, instant.month());
+    put(8, 2, instant.day());
+    put(11, 2, instant.hour());
+    put(14, 2, instant.minute());
+    put(17, 2, instant.second());
+    // A leap second (nanosecond >= 1e9) keeps chrono's own rendering.
+    let micros = instant.nanosecond() / 1_000;
+    if micros >= 1_000_000 {
+        return instant.format(SQLITE_TIMESTAMP_FORMAT).to_string();
+    }
+    put(20, 6, micros);
+    for (at, separator) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (26, b'Z'),
+    ] {
+        text[at] = separator;
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 impl FromSql<Instant, Sqlite> for DbTimestamp {
@@ -147,6 +190,36 @@ impl FromSql<Instant, Sqlite> for DbTimestamp {
         let naive = NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S%.fZ")
             .map_err(|error| format!("invalid stored timestamp {text:?}: {error}"))?;
         Ok(Self(naive.and_utc()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_text_matches_the_format() {
+        for text in [
+            "2026-11-22T04:20:48.121224Z",
+            "0001-01-01T00:00:00.000000Z",
+            "9999-12-31T23:59:59.999999Z",
+            "1970-01-01T00:00:00.000001Z",
+        ] {
+            let instant = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.fZ")
+                .expect("valid")
+                .and_utc();
+            assert_eq!(sqlite_text(instant), text);
+            assert_eq!(
+                sqlite_text(instant),
+                instant.format(SQLITE_TIMESTAMP_FORMAT).to_string()
+            );
+        }
+        let nanos = DateTime::from_timestamp(1_700_000_000, 123_456_789).expect("valid");
+        assert_eq!(
+            sqlite_text(nanos),
+            "2023-11-14T22:13:20.123456Z",
+            "sub-microseconds dropped"
+        );
     }
 }
 

@@ -1,9 +1,10 @@
-//! `seed`: brings the configured database to the current schema and reports its version.
+//! `seed`: brings the configured database to the current schema, then fills it with realistic,
+//! reproducible data and prints a summary.
 //!
 //! With nothing configured it creates the embedded SQLite database; `DATABASE_URL` or the
-//! `DATABASE_*` variables point it at PostgreSQL. Realistic data generation comes with the seed
-//! issue; today the binary runs the start-up migration runner and the operator operations around
-//! it.
+//! `DATABASE_*` variables point it at PostgreSQL. The operator flags (`--migrate-only`,
+//! `--status`, `--baseline`, `--accept-checksum`, `--clear-dirty`) run the start-up migration
+//! runner and its operations and stop there, without generating data.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -14,12 +15,56 @@ use clap::Parser;
 use repo_diesel::config::DEFAULT_SQLITE_PATH;
 use repo_diesel::migrator::MigrationStatus;
 use repo_diesel::{Database, DatabaseConfig};
+use seed::{Clock, SeedConfig};
 use tracing_subscriber::EnvFilter;
 
-/// Migrates the configured database (the embedded SQLite file when none is configured).
+/// The flags that run the migration runner's operations and stop before generating data.
+const OPERATOR_FLAGS: [&str; 5] = ["migrate_only", "status", "baseline", "accept_checksum", "clear_dirty"];
+
+/// Migrates the configured database (the embedded SQLite file when none is configured) and seeds
+/// it with realistic data: users with shifts on working days, absences, deactivated and
+/// soft-deleted users, and a few open check-ins today. Dates are relative to today (UTC).
 #[derive(Debug, Parser)]
 #[command(version, about)]
+#[expect(clippy::struct_excessive_bools, reason = "command-line flags, parsed by clap")]
 struct Options {
+    /// How many seed users the database should have; a re-run adds only the missing ones.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        conflicts_with_all = OPERATOR_FLAGS,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i64).range(1..=i64::from(seed::MAX_USERS)),
+    )]
+    users: i64,
+    /// Days of attendance history before today.
+    #[arg(
+        long,
+        value_name = "D",
+        default_value_t = 90,
+        conflicts_with_all = OPERATOR_FLAGS,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i64).range(1..=i64::from(seed::MAX_DAYS)),
+    )]
+    days: i64,
+    /// The random seed: the same seed (on the same date) gives the same data.
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 42,
+        allow_negative_numbers = true,
+        conflicts_with_all = OPERATOR_FLAGS
+    )]
+    seed: u64,
+    /// Delete every seed-made user (emails at seed<S>.example, attendance included) and seed
+    /// again, in one transaction. Rows the seed did not make are never touched.
+    #[arg(long, conflicts_with_all = OPERATOR_FLAGS)]
+    reset: bool,
+    /// Generate the data and print what would be inserted, without opening, creating,
+    /// migrating or writing any database.
+    #[arg(long, conflicts_with_all = ["migrate_only", "status", "baseline", "accept_checksum", "clear_dirty", "reset"])]
+    dry_run: bool,
     /// Apply pending migrations and exit: a release step for deploy pipelines.
     #[arg(long)]
     migrate_only: bool,
@@ -48,14 +93,24 @@ fn main() -> ExitCode {
     match run(&options) {
         Ok(code) => code,
         Err(error) => {
-            // The cause chain on one line, without a backtrace even when RUST_BACKTRACE is set.
-            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            // The cause chain on one line, without a backtrace even when RUST_BACKTRACE is set;
+            // libpq's multi-line messages are joined too.
+            let message = format!("{error:#}");
+            let message: Vec<&str> = message.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+            let _ = writeln!(std::io::stderr(), "error: {}", message.join(" "));
             ExitCode::FAILURE
         }
     }
 }
 
 fn run(options: &Options) -> anyhow::Result<ExitCode> {
+    // Sizes first: bad input stops the run before anything is opened or created.
+    let seed_config = SeedConfig::new(options.users, options.days, options.seed, options.reset)?;
+    if options.dry_run {
+        let report = seed::dry_run(&seed_config, Clock::system(), seed::progress::for_stderr().as_mut());
+        write!(std::io::stdout().lock(), "{report}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = DatabaseConfig::from_env()?;
     if config.target.source() == "default" {
         // The embedded default lives under data/, which a fresh clone does not have yet.
@@ -126,10 +181,28 @@ fn run(options: &Options) -> anyhow::Result<ExitCode> {
             |migration| format!("{} ({})", migration.version, migration.name)
         )
     )?;
-    if options.migrate_only {
+    let operator_operation = options.baseline || options.accept_checksum.is_some() || options.clear_dirty.is_some();
+    if options.migrate_only || operator_operation {
         return Ok(ExitCode::SUCCESS);
     }
-    // Data generation arrives with the seed issue.
+
+    // Hashed once per run (argon2id is slow on purpose); every seed user gets this hash.
+    let password_hash = test_fixtures::default_password_hash();
+    writeln!(
+        out,
+        "password:        every seed user signs in with \"{}\"",
+        test_fixtures::DEFAULT_PASSWORD
+    )?;
+    out.flush()?;
+    let report = seed::seed_database(
+        &mut connection,
+        &seed_config,
+        Clock::system(),
+        password_hash.as_phc(),
+        seed::progress::for_stderr().as_mut(),
+    )
+    .context("seeding failed and was rolled back, nothing was written")?;
+    write!(out, "{report}")?;
     Ok(ExitCode::SUCCESS)
 }
 
