@@ -111,11 +111,13 @@ fn measured(program: &str, arguments: &[&str], environment: &[(&str, &str)]) -> 
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("DATABASE_")) {
         command.env_remove(name);
     }
-    command.envs(environment.iter().copied()).stderr(Stdio::null());
+    command.envs(environment.iter().copied()).stderr(Stdio::piped());
     let output = command.output()?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
-        return Err(format!("{program} {arguments:?} failed: {stdout}").into());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last_lines: Vec<&str> = stderr.lines().rev().take(5).collect();
+        return Err(format!("{program} {arguments:?} failed: {stdout} {}", last_lines.join(" | ")).into());
     }
     let line = stdout
         .lines()
@@ -157,8 +159,8 @@ impl ScratchPg {
             .as_nanos();
         // Identifiers cannot be bound; the name is made of [a-z0-9_] only.
         let name = format!("bench_seed_{purpose}_{}_{nanos}", std::process::id());
-        PgConnection::establish(server)?.batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE template0"))?;
         let mut url = url::Url::parse(server)?;
+        PgConnection::establish(server)?.batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE template0"))?;
         url.set_path(&name);
         Ok(Self {
             server: server.to_owned(),

@@ -23,9 +23,10 @@ pub const BATCH_ROWS: usize = 20_000;
 /// of generator state per user.
 pub const MERGE_USERS: usize = 16_384;
 
-/// Users read per page, and removed per statement: a page's cascade (about 250 records a user
-/// for a year of history) stays well inside the default 30 s statement timeout.
-const RESET_PAGE: u32 = 1_000;
+/// Users read per page, and removed per statement: a page's cascade stays well inside the default
+/// 30 s statement timeout even at the longest history (`--days 3650`, about 2,600 records a user,
+/// so about 260,000 records per statement).
+const RESET_PAGE: u32 = 100;
 
 /// A bounded buffer: rows are pushed one at a time and handed to `flush` whenever `capacity` of
 /// them are waiting, so no more than `capacity` rows are ever held.
@@ -296,13 +297,18 @@ fn refuse_other_seeds(connection: &mut DbConnection, seed: u64) -> Result<(), Se
         prefix: EMAIL_DOMAIN_PREFIX,
         suffix: EMAIL_DOMAIN_SUFFIX,
     };
-    let candidates = bulk::users_in_domains(connection, pattern, Some(&generate::email_domain(seed)), None, 100)?;
-    match candidates
-        .iter()
-        .find_map(|(_, email)| generate::parse_seed_email(email))
-    {
-        Some((found, _)) => Err(SeedError::OtherSeed { requested: seed, found }),
-        None => Ok(()),
+    let own = generate::email_domain(seed);
+    let mut after = None;
+    loop {
+        // Paged: look-alike addresses that are not the seed's must not hide another seed's users.
+        let page = bulk::users_in_domains(connection, pattern, Some(&own), after, RESET_PAGE)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(());
+        };
+        after = Some(*last);
+        if let Some((found, _)) = page.iter().find_map(|(_, email)| generate::parse_seed_email(email)) {
+            return Err(SeedError::OtherSeed { requested: seed, found });
+        }
     }
 }
 

@@ -58,7 +58,7 @@ struct Options {
     )]
     seed: u64,
     /// Delete every seed-made user (emails at seed<S>.example, attendance included) and seed
-    /// again, in one transaction. Rows the seed did not make are never touched.
+    /// again, in one transaction. Only users whose email is exactly one the generator makes are removed, with all their attendance (also records the application added for them).
     #[arg(long, conflicts_with_all = OPERATOR_FLAGS)]
     reset: bool,
     /// Generate the data and print what would be inserted, without opening, creating,
@@ -201,7 +201,7 @@ fn run(options: &Options) -> anyhow::Result<ExitCode> {
         password_hash.as_phc(),
         seed::progress::for_stderr().as_mut(),
     )
-    .context("seeding failed and was rolled back, nothing was written")?;
+    .context("seeding failed and its transaction was rolled back: no seed data was written (migrations applied before it stay)")?;
     write!(out, "{report}")?;
     Ok(ExitCode::SUCCESS)
 }
