@@ -23,6 +23,14 @@ pub const BATCH_ROWS: usize = 20_000;
 /// of generator state per user.
 pub const MERGE_USERS: usize = 16_384;
 
+/// On SQLite, records of the time-ordered stream are written in windows of this many, each
+/// sorted by user and check-in: the `(user_id, check_in_time)` index then takes one sweep per
+/// window instead of one per day, while the windows' ids and `created_at` keys stay in a narrow
+/// range that fits in the page cache. Measured on a million records: 16.2 s against 18.4 s and
+/// 16.3 s against 19.3 s, alternating runs; 200,000 was no faster and costs 12 MiB more. On
+/// PostgreSQL it made no difference within the noise, so records go in time order there.
+pub const SQLITE_WINDOW_ROWS: usize = 100_000;
+
 /// Users read per page, and removed per statement: a page's cascade stays well inside the default
 /// 30 s statement timeout even at the longest history (`--days 3650`, about 2,600 records a user,
 /// so about 260,000 records per statement).
@@ -139,12 +147,23 @@ pub fn dry_run(config: &SeedConfig, clock: Clock, progress: &mut dyn Progress) -
 /// Where batches go: the database, or a counter for dry runs and tests.
 trait Sink {
     type Error;
+    /// How many records to sort by user before writing them (1: none).
+    fn window(&self) -> usize {
+        1
+    }
     fn users(&mut self, rows: &[NewUserRow<'_>]) -> Result<usize, Self::Error>;
     fn attendance(&mut self, rows: &[NewAttendanceRow]) -> Result<usize, Self::Error>;
 }
 
 impl Sink for DbConnection {
     type Error = RepoError;
+
+    fn window(&self) -> usize {
+        match self {
+            DbConnection::Pg(_) => 1,
+            DbConnection::Sqlite(_) => SQLITE_WINDOW_ROWS,
+        }
+    }
 
     fn users(&mut self, rows: &[NewUserRow<'_>]) -> Result<usize, RepoError> {
         bulk::insert_users(self, rows)
@@ -205,9 +224,11 @@ fn write<S: Sink + ?Sized>(
     let started = Instant::now();
     progress.start("attendance", total);
     let mut batch = Batch::new(BATCH_ROWS);
+    let window_rows = sink.window().max(1);
     let mut flush = |rows: &[_]| sink.attendance(rows);
     let mut generated = 0;
     let mut done = 0;
+    let mut window = Vec::with_capacity(window_rows);
     let mut indices = missing();
     loop {
         let group: Vec<u64> = indices.by_ref().take(MERGE_USERS).collect();
@@ -222,9 +243,13 @@ fn write<S: Sink + ?Sized>(
                 let into_group = size * generator.window_permille(record.created_at.0) / 1000;
                 progress.update(done + into_group.min(size), generated);
             }
-            batch.push(record, &mut flush)?;
+            window.push(record);
+            if window.len() >= window_rows {
+                write_sorted(&mut window, &mut batch, &mut flush)?;
+            }
             generated += 1;
         }
+        write_sorted(&mut window, &mut batch, &mut flush)?;
         done += size;
         progress.update(done, generated);
     }
@@ -236,6 +261,19 @@ fn write<S: Sink + ?Sized>(
         elapsed: started.elapsed(),
     };
     Ok((user_load, attendance_load))
+}
+
+/// Pushes the records of `window` into `batch` sorted by user and check-in, leaving it empty.
+fn write_sorted<E>(
+    window: &mut Vec<NewAttendanceRow>,
+    batch: &mut Batch<NewAttendanceRow>,
+    flush: &mut impl FnMut(&[NewAttendanceRow]) -> Result<usize, E>,
+) -> Result<(), E> {
+    window.sort_unstable_by_key(|record| (record.user_id.0, record.check_in_time.0));
+    for record in window.drain(..) {
+        batch.push(record, flush)?;
+    }
+    Ok(())
 }
 
 /// Which of users `0..config.users` of the seed are in the database (soft-deleted ones too):
@@ -366,6 +404,67 @@ mod tests {
             self.attendance.push(rows.len());
             Ok(rows.len())
         }
+    }
+
+    /// Keeps every attendance record, and sorts by user in windows of `window`.
+    struct Collect {
+        window: usize,
+        attendance: Vec<NewAttendanceRow>,
+    }
+
+    impl Sink for Collect {
+        type Error = ();
+
+        fn window(&self) -> usize {
+            self.window
+        }
+
+        fn users(&mut self, rows: &[NewUserRow<'_>]) -> Result<usize, ()> {
+            Ok(rows.len())
+        }
+
+        fn attendance(&mut self, rows: &[NewAttendanceRow]) -> Result<usize, ()> {
+            self.attendance.extend_from_slice(rows);
+            Ok(rows.len())
+        }
+    }
+
+    #[test]
+    fn windows_sorted_by_user_write_the_same_records() {
+        let clock = Clock::at(chrono::DateTime::from_timestamp(1_780_000_000, 0).expect("valid"));
+        let generator = Generator::new(5, 60, clock, "$argon2id$x");
+        let collect = |window| {
+            let mut sink = Collect {
+                window,
+                attendance: Vec::new(),
+            };
+            write(&generator, &[false; 300], &mut crate::progress::Silent, &mut sink).expect("no error");
+            sink.attendance
+        };
+        let in_time_order = collect(1);
+        let windowed = collect(1_000);
+        assert!(in_time_order.len() > 3_000, "{}", in_time_order.len());
+        assert!(
+            in_time_order
+                .windows(2)
+                .all(|pair| pair[0].created_at <= pair[1].created_at),
+            "without windows, records come in time order"
+        );
+        for chunk in windowed.chunks(1_000) {
+            assert!(
+                chunk
+                    .windows(2)
+                    .all(|pair| (pair[0].user_id.0, pair[0].check_in_time.0)
+                        <= (pair[1].user_id.0, pair[1].check_in_time.0)),
+                "each window is sorted by user and check-in"
+            );
+        }
+        let key = |record: &NewAttendanceRow| record.id.0;
+        let mut expected = in_time_order.clone();
+        let mut actual = windowed.clone();
+        expected.sort_unstable_by_key(key);
+        actual.sort_unstable_by_key(key);
+        assert_eq!(actual, expected, "the same records, none lost or repeated");
     }
 
     #[test]
