@@ -213,13 +213,7 @@ fn write<S: Sink + ?Sized>(
         batch.push(generator.user(index), &mut flush)?;
         progress.update(done, done);
     }
-    batch.flush(&mut flush)?;
-    progress.update(total, batch.written());
-    progress.finish();
-    let user_load = TableLoad {
-        rows: batch.written(),
-        elapsed: started.elapsed(),
-    };
+    let user_load = finish_phase(&mut batch, &mut flush, progress, total, started)?;
 
     let started = Instant::now();
     progress.start("attendance", total);
@@ -253,14 +247,26 @@ fn write<S: Sink + ?Sized>(
         done += size;
         progress.update(done, generated);
     }
-    batch.flush(&mut flush)?;
+    let attendance_load = finish_phase(&mut batch, &mut flush, progress, total, started)?;
+    Ok((user_load, attendance_load))
+}
+
+/// Ends a table's phase: writes what is left of `batch`, completes its progress and says how
+/// many rows it wrote in how long.
+fn finish_phase<T, E>(
+    batch: &mut Batch<T>,
+    flush: &mut impl FnMut(&[T]) -> Result<usize, E>,
+    progress: &mut dyn Progress,
+    total: u64,
+    started: Instant,
+) -> Result<TableLoad, E> {
+    batch.flush(flush)?;
     progress.update(total, batch.written());
     progress.finish();
-    let attendance_load = TableLoad {
+    Ok(TableLoad {
         rows: batch.written(),
         elapsed: started.elapsed(),
-    };
-    Ok((user_load, attendance_load))
+    })
 }
 
 /// Pushes the records of `window` into `batch` sorted by user and check-in, leaving it empty.
