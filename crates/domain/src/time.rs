@@ -21,13 +21,30 @@ pub fn now() -> DateTime<Utc> {
 }
 
 /// Checks that an instant can be stored on both backends: years 1 to 9999 (SQLite keeps
-/// timestamps as fixed-width text, which orders correctly only within four-digit years).
+/// timestamps as fixed-width text, which orders correctly only within four-digit years), and
+/// returns it as both store it: truncated to microseconds, and a leap second (`23:59:60.5`)
+/// moved to the same fraction of the next second (`00:00:00.5`), as PostgreSQL stores it, so that
+/// what a write returns equals what a later read returns.
 pub fn storable(instant: DateTime<Utc>, field: &'static str) -> Result<DateTime<Utc>, ValidationError> {
+    let instant = without_leap_second(instant);
     if (1..=9999).contains(&instant.year()) {
         Ok(truncate_to_micros(instant))
     } else {
         Err(ValidationError::new(field, "must be between the years 1 and 9999"))
     }
+}
+
+/// chrono represents a leap second as a nanosecond count of one second or more.
+fn without_leap_second(instant: DateTime<Utc>) -> DateTime<Utc> {
+    let nanoseconds = instant.timestamp_subsec_nanos();
+    if nanoseconds < 1_000_000_000 {
+        return instant;
+    }
+    instant
+        .timestamp()
+        .checked_add(1)
+        .and_then(|seconds| DateTime::from_timestamp(seconds, nanoseconds - 1_000_000_000))
+        .unwrap_or(instant)
 }
 
 /// Checks that an event time is storable and not in the future (beyond [`MAX_CLOCK_SKEW`]).
@@ -50,6 +67,19 @@ mod tests {
         let instant = DateTime::from_timestamp(1_700_000_000, 123_456_789).expect("valid");
         assert_eq!(truncate_to_micros(instant).nanosecond(), 123_456_000);
         assert_eq!(now().nanosecond() % 1000, 0);
+    }
+
+    #[test]
+    fn a_leap_second_is_stored_as_the_next_second() {
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|day| day.and_hms_micro_opt(23, 59, 59, 1_500_000))
+            .expect("a leap second")
+            .and_utc();
+        assert_eq!(leap.to_rfc3339(), "2016-12-31T23:59:60.500+00:00");
+        assert_eq!(
+            storable(leap, "at").expect("storable").to_rfc3339(),
+            "2017-01-01T00:00:00.500+00:00"
+        );
     }
 
     #[test]

@@ -8,10 +8,12 @@ use std::env::VarError;
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
+use tempfile::TempDir;
 
 /// The embedded database used when nothing is configured, relative to the working directory.
 pub const DEFAULT_SQLITE_PATH: &str = "data/attendance.sqlite3";
@@ -99,7 +101,9 @@ pub struct DatabaseTarget {
     redacted: String,
     secrets: Vec<SecretString>,
     source: &'static str,
-    in_memory: bool,
+    /// For an in-memory database: the RAM-backed directory that holds it, removed when the last
+    /// clone of this target is dropped.
+    in_memory: Option<Arc<TempDir>>,
 }
 
 impl DatabaseTarget {
@@ -117,25 +121,48 @@ impl DatabaseTarget {
             redacted: path,
             secrets: Vec::new(),
             source: "DATABASE_URL",
-            in_memory: false,
+            in_memory: None,
         }
     }
 
-    /// A private in-memory SQLite database shared by every connection of one pool; it lives as
-    /// long as the pool does.
-    #[must_use]
-    pub fn sqlite_in_memory() -> Self {
-        // The memdb VFS lets several connections of one process share a database without the
-        // shared-cache mode (whose table locks ignore busy_timeout).
-        let name = format!("file:/repo-diesel-{}?vfs=memdb", uuid::Uuid::now_v7().simple());
-        Self {
+    /// A private in-memory SQLite database: a file in a RAM-backed temporary directory
+    /// (`/dev/shm` where it exists, else the system's temporary directory), in WAL mode like the
+    /// embedded default, removed when the last clone of this target (and every pool opened on it)
+    /// is gone.
+    ///
+    /// SQLite's own in-memory databases differ from a file in ways tests would inherit: shared
+    /// cache mode takes table locks that ignore `busy_timeout`, and the memdb VFS makes readers
+    /// wait while another connection holds the write lock (a connection that had read the schema
+    /// before the migrations then failed with "no such table" instead of waiting). A file in
+    /// memory locks exactly as the embedded default does.
+    pub fn sqlite_in_memory() -> Result<Self, ConfigError> {
+        let shared_memory = Path::new("/dev/shm");
+        let parent = if shared_memory.is_dir() {
+            shared_memory.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let directory = tempfile::Builder::new()
+            .prefix("repo-diesel-memory-")
+            .tempdir_in(&parent)
+            .map_err(|error| {
+                ConfigError::new(
+                    "DATABASE_URL",
+                    format!(
+                        "cannot make a directory for an in-memory database in {}: {error}",
+                        parent.display()
+                    ),
+                )
+            })?;
+        let path = directory.path().join("memory.sqlite3").to_string_lossy().into_owned();
+        Ok(Self {
             backend: Backend::Sqlite,
-            connection_string: SecretString::from(name.clone()),
-            redacted: name,
+            connection_string: SecretString::from(path.clone()),
+            redacted: path,
             secrets: Vec::new(),
             source: "DATABASE_URL",
-            in_memory: true,
-        }
+            in_memory: Some(Arc::new(directory)),
+        })
     }
 
     /// Which engine this target is.
@@ -154,7 +181,7 @@ impl DatabaseTarget {
     /// True for an in-memory SQLite database.
     #[must_use]
     pub fn is_in_memory(&self) -> bool {
-        self.in_memory
+        self.in_memory.is_some()
     }
 
     /// The connection string with any password replaced by `***`: safe for logs and errors.
@@ -238,7 +265,7 @@ impl DatabaseTarget {
                 .map(SecretString::from)
                 .collect(),
             source: variable,
-            in_memory: false,
+            in_memory: None,
         })
     }
 }
@@ -457,7 +484,7 @@ fn parse_database_url(url: &str) -> Result<DatabaseTarget, ConfigError> {
         return DatabaseTarget::parse_postgres_url(url, VARIABLE);
     }
     if matches!(url, ":memory:" | "sqlite::memory:" | "sqlite://:memory:") {
-        return Ok(DatabaseTarget::sqlite_in_memory());
+        return DatabaseTarget::sqlite_in_memory();
     }
     if url.starts_with("file:") {
         // An SQLite URI filename, passed through as it is.
@@ -577,7 +604,7 @@ fn compose_postgres_url(
         redacted,
         secrets: password.into_iter().map(SecretString::from).collect(),
         source,
-        in_memory: false,
+        in_memory: None,
     })
 }
 

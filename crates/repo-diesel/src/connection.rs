@@ -107,31 +107,45 @@ impl ConnectionManager {
     }
 }
 
+/// A connection as the pool keeps it: the connection, and whether a call found it lost.
+///
+/// diesel reports a connection as broken only when its transaction state is, so a connection
+/// whose server went away (restart, failover, `pg_terminate_backend`) would go back into the pool
+/// and fail every later call. A call that gets `Unavailable` from the connection marks it lost,
+/// and the pool drops it instead of handing it out again.
+pub struct PooledDb {
+    pub(crate) connection: DbConnection,
+    pub(crate) lost: bool,
+}
+
 impl ManageConnection for ConnectionManager {
-    type Connection = DbConnection;
+    type Connection = PooledDb;
     type Error = ConnectError;
 
-    fn connect(&self) -> Result<DbConnection, ConnectError> {
-        self.establish()
+    fn connect(&self) -> Result<PooledDb, ConnectError> {
+        Ok(PooledDb {
+            connection: self.establish()?,
+            lost: false,
+        })
     }
 
-    fn is_valid(&self, connection: &mut DbConnection) -> Result<(), ConnectError> {
-        connection.ping().map_err(|query_error| ConnectError {
+    fn is_valid(&self, pooled: &mut PooledDb) -> Result<(), ConnectError> {
+        pooled.connection.ping().map_err(|query_error| ConnectError {
             target: self.target.redacted().to_owned(),
             source_variable: self.target.source(),
             reason: self.target.scrub(&query_error.to_string()),
         })
     }
 
-    fn has_broken(&self, connection: &mut DbConnection) -> bool {
-        connection.is_broken()
+    fn has_broken(&self, pooled: &mut PooledDb) -> bool {
+        pooled.lost || pooled.connection.is_broken()
     }
 }
 
 /// Switches a new database to WAL (the mode is stored in the file, so later connections find it
 /// set). The switch needs the database to itself and SQLite reports "database is locked" at once,
 /// without waiting `busy_timeout`, when other connections open it at the same moment: retry
-/// within the busy timeout. In-memory databases stay in their own mode.
+/// within the busy timeout.
 fn use_write_ahead_log(sqlite: &mut SqliteConnection, busy_timeout: Duration) -> QueryResult<()> {
     #[derive(QueryableByName)]
     struct JournalMode {
@@ -210,7 +224,8 @@ fn apply_session_settings(connection: &mut DbConnection, session: &SessionSettin
                 session.sqlite_busy_timeout.as_millis()
             ))?;
             use_write_ahead_log(sqlite, session.sqlite_busy_timeout)?;
-            crate::sql_types::lower_utils::register_impl(sqlite, |text: String| text.to_lowercase())?;
+            crate::sql_types::lower_utils::register_impl(sqlite, |text: String| crate::sql_types::fold_case(&text))?;
+            crate::sql_types::greatest_text_utils::register_impl(sqlite, |a: String, b: String| a.max(b))?;
         }
     }
     Ok(())

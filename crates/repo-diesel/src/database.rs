@@ -1,6 +1,6 @@
 //! The connection pool: the one entry point that services and binaries open.
 
-use std::sync::Mutex;
+use std::ops::{Deref, DerefMut};
 
 use diesel::r2d2::{HandleError, Pool, PooledConnection};
 
@@ -8,8 +8,32 @@ use crate::config::{Backend, DatabaseConfig, DatabaseTarget};
 use crate::connection::{ConnectError, ConnectionManager, DbConnection};
 use crate::migrator::{MigrationReport, Migrator};
 
-/// A pooled connection borrowed from a [`Database`].
-pub type Connection = PooledConnection<ConnectionManager>;
+/// A pooled connection borrowed from a [`Database`]; it derefs to the [`DbConnection`] and goes
+/// back to the pool when dropped.
+pub struct Connection(PooledConnection<ConnectionManager>);
+
+impl Connection {
+    /// Tells the pool that this connection is lost (its server closed it): the pool drops it
+    /// when it comes back instead of handing it out again. The repositories call it on every
+    /// `Unavailable` error; code that uses the connection directly may too.
+    pub fn mark_lost(&mut self) {
+        self.0.lost = true;
+    }
+}
+
+impl Deref for Connection {
+    type Target = DbConnection;
+
+    fn deref(&self) -> &DbConnection {
+        &self.0.connection
+    }
+}
+
+impl DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut DbConnection {
+        &mut self.0.connection
+    }
+}
 
 /// The pool could not be built or could not hand out a connection.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +60,6 @@ pub enum PoolError {
 pub struct Database {
     pool: Pool<ConnectionManager>,
     config: DatabaseConfig,
-    // An in-memory SQLite database lives only while a connection to it is open; the pool may
-    // close all of its own, so this one is held for the life of the `Database`.
-    _in_memory_keeper: Option<Mutex<DbConnection>>,
 }
 
 impl Database {
@@ -50,8 +71,7 @@ impl Database {
             config.session.clone(),
             config.pool.connection_timeout,
         );
-        let first = manager.establish()?;
-        let keeper = config.target.is_in_memory().then(|| Mutex::new(first));
+        manager.establish()?;
         let settings = &config.pool;
         let pool = Pool::builder()
             .max_size(settings.max_size)
@@ -61,11 +81,7 @@ impl Database {
             .test_on_check_out(settings.test_on_check_out)
             .error_handler(Box::new(TracingErrorHandler))
             .build_unchecked(manager);
-        Ok(Self {
-            pool,
-            config,
-            _in_memory_keeper: keeper,
-        })
+        Ok(Self { pool, config })
     }
 
     /// Reads the configuration from the environment and connects.
@@ -112,7 +128,7 @@ impl Database {
 }
 
 fn checkout(pool: &Pool<ConnectionManager>, target: &DatabaseTarget) -> Result<Connection, PoolError> {
-    pool.get().map_err(|error| PoolError::Unavailable {
+    pool.get().map(Connection).map_err(|error| PoolError::Unavailable {
         target: target.redacted().to_owned(),
         source_variable: target.source(),
         timeout_ms: pool.connection_timeout().as_millis(),

@@ -11,6 +11,7 @@ pub mod models;
 pub mod repositories;
 pub mod schema;
 pub mod sql_types;
+pub mod transaction;
 
 pub use catalog::Catalog;
 pub use config::{Backend, ConfigError, DatabaseConfig, DatabaseTarget};

@@ -8,12 +8,20 @@ mod users;
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use diesel::Connection as _;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use repo::{AttendanceRepository, RepoError, Repositories, TransactionWork, UnitOfWork, UserRepository};
+use chrono::{DateTime, Utc};
+use diesel::result::{DatabaseErrorKind, Error as DieselError, QueryResult};
+use domain::{
+    Attendance, AttendanceId, AttendanceWithUser, CheckIn, CheckOut, DailyTotal, Email, NewUser, User, UserChanges,
+    UserId, UserWithAttendance,
+};
+use repo::{
+    AttendanceRepository, KeysetPage, KeysetRequest, OffsetPage, PageRequest, RepoError, Repositories, Scope,
+    TimeRange, TransactionWork, UnitOfWork, UserFilter, UserRepository,
+};
 
 use crate::connection::DbConnection;
 use crate::database::{Database, PoolError};
+use crate::transaction::{begin_savepoint, end_savepoint, write_transaction};
 
 pub use attendance::DieselAttendanceRepository;
 pub use users::DieselUserRepository;
@@ -23,28 +31,34 @@ pub use users::DieselUserRepository;
 pub trait Connections {
     /// Runs `work` on a connection.
     fn with<R>(&self, work: impl FnOnce(&mut DbConnection) -> Result<R, RepoError>) -> Result<R, RepoError>;
+
+    /// Runs the statements of `work` as one atomic step: in a write transaction of its own
+    /// (`BEGIN IMMEDIATE` on SQLite), or, inside a unit of work, as part of the savepoint that
+    /// already surrounds the repository call.
+    fn atomic<R>(&self, work: impl FnOnce(&mut DbConnection) -> QueryResult<R>) -> Result<R, RepoError> {
+        self.with(|connection| {
+            write_transaction::<_, TransactionError>(connection, |connection| {
+                work(connection).map_err(TransactionError::Database)
+            })
+            .map_err(TransactionError::into_repo)
+        })
+    }
 }
 
 impl Connections for Database {
     fn with<R>(&self, work: impl FnOnce(&mut DbConnection) -> Result<R, RepoError>) -> Result<R, RepoError> {
         let mut connection = self.get().map_err(|error| unavailable(&error))?;
-        work(&mut connection)
+        let result = work(&mut connection);
+        if matches!(result, Err(RepoError::Unavailable(_))) {
+            // The server closed the connection: the pool must not hand it out again.
+            connection.mark_lost();
+        }
+        result
     }
 }
 
-/// One connection, used by one caller at a time: a unit of work's transaction, or a test that
-/// counts the queries a call makes.
+/// One connection, used by one caller at a time: a test that counts the queries a call makes.
 impl Connections for RefCell<DbConnection> {
-    fn with<R>(&self, work: impl FnOnce(&mut DbConnection) -> Result<R, RepoError>) -> Result<R, RepoError> {
-        let mut connection = self
-            .try_borrow_mut()
-            .map_err(|_| RepoError::Internal("the connection is already in use".into()))?;
-        work(&mut connection)
-    }
-}
-
-/// The connection of a transaction in progress.
-impl Connections for RefCell<&mut DbConnection> {
     fn with<R>(&self, work: impl FnOnce(&mut DbConnection) -> Result<R, RepoError>) -> Result<R, RepoError> {
         let mut connection = self
             .try_borrow_mut()
@@ -57,11 +71,19 @@ impl<T: Connections + ?Sized> Connections for &T {
     fn with<R>(&self, work: impl FnOnce(&mut DbConnection) -> Result<R, RepoError>) -> Result<R, RepoError> {
         (**self).with(work)
     }
+
+    fn atomic<R>(&self, work: impl FnOnce(&mut DbConnection) -> QueryResult<R>) -> Result<R, RepoError> {
+        (**self).atomic(work)
+    }
 }
 
 impl<T: Connections> Connections for Arc<T> {
     fn with<R>(&self, work: impl FnOnce(&mut DbConnection) -> Result<R, RepoError>) -> Result<R, RepoError> {
         (**self).with(work)
+    }
+
+    fn atomic<R>(&self, work: impl FnOnce(&mut DbConnection) -> QueryResult<R>) -> Result<R, RepoError> {
+        (**self).atomic(work)
     }
 }
 
@@ -101,26 +123,151 @@ impl Repositories for DieselStore {
     }
 }
 
-/// The repositories of one transaction: every call uses the transaction's connection.
+/// The connection of a unit of work in progress.
+pub struct TransactionConnection<'c> {
+    connection: RefCell<&'c mut DbConnection>,
+    /// Set when a failed call could not be undone (its savepoint could not be rolled back or
+    /// released): the transaction then holds effects nobody asked for, so every later call and
+    /// the unit of work itself fail with this error, and nothing commits.
+    poisoned: RefCell<Option<RepoError>>,
+}
+
+impl<'c> TransactionConnection<'c> {
+    fn new(connection: &'c mut DbConnection) -> Self {
+        Self {
+            connection: RefCell::new(connection),
+            poisoned: RefCell::new(None),
+        }
+    }
+
+    /// Runs one repository call in a savepoint of its own: released when the call succeeds,
+    /// rolled back when it fails, so a failed call leaves nothing behind and the transaction
+    /// usable (PostgreSQL would otherwise refuse every later statement and turn the COMMIT into a
+    /// silent ROLLBACK). Costs two statements per call: `SAVEPOINT` and `RELEASE SAVEPOINT`.
+    fn call<R>(&self, call: impl FnOnce() -> Result<R, RepoError>) -> Result<R, RepoError> {
+        self.usable()?;
+        self.with(|connection| begin_savepoint(connection).map_err(map_error))
+            .inspect_err(|error| self.poison(error))?;
+        let result = call();
+        let ended = self.with(|connection| end_savepoint(connection, result.is_ok()).map_err(map_error));
+        match (result, ended) {
+            (result, Ok(())) => result,
+            (Ok(_), Err(error)) => {
+                self.poison(&error);
+                Err(error)
+            }
+            // The call's own error says what went wrong; the transaction is lost with it.
+            (Err(error), Err(rollback_error)) => {
+                self.poison(&rollback_error);
+                Err(error)
+            }
+        }
+    }
+
+    fn usable(&self) -> Result<(), RepoError> {
+        match &*self.poisoned.borrow() {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&self, error: &RepoError) {
+        self.poisoned.borrow_mut().get_or_insert_with(|| error.clone());
+    }
+}
+
+impl Connections for TransactionConnection<'_> {
+    fn with<R>(&self, work: impl FnOnce(&mut DbConnection) -> Result<R, RepoError>) -> Result<R, RepoError> {
+        let mut connection = self
+            .connection
+            .try_borrow_mut()
+            .map_err(|_| RepoError::Internal("the connection is already in use".into()))?;
+        work(&mut connection)
+    }
+
+    fn atomic<R>(&self, work: impl FnOnce(&mut DbConnection) -> QueryResult<R>) -> Result<R, RepoError> {
+        // Already inside the call's savepoint.
+        self.with(|connection| work(connection).map_err(map_error))
+    }
+}
+
+/// The repositories of one transaction: every call uses the transaction's connection, each in a
+/// savepoint of its own.
 struct TransactionRepositories<'t, 'c> {
-    users: DieselUserRepository<&'t RefCell<&'c mut DbConnection>>,
-    attendance: DieselAttendanceRepository<&'t RefCell<&'c mut DbConnection>>,
+    connection: &'t TransactionConnection<'c>,
+    users: DieselUserRepository<&'t TransactionConnection<'c>>,
+    attendance: DieselAttendanceRepository<&'t TransactionConnection<'c>>,
 }
 
 impl Repositories for TransactionRepositories<'_, '_> {
     fn users(&self) -> &dyn UserRepository {
-        &self.users
+        self
     }
 
     fn attendance(&self) -> &dyn AttendanceRepository {
-        &self.attendance
+        self
     }
 }
+
+/// Implements a repository trait for [`TransactionRepositories`] by running each call of the
+/// repository in `$field` through [`TransactionConnection::call`].
+macro_rules! each_call_in_a_savepoint {
+    ($trait:ident, $field:ident, { $(fn $name:ident(&self $(, $arg:ident: $arg_type:ty)*) -> $ret:ty;)* }) => {
+        impl $trait for TransactionRepositories<'_, '_> {
+            $(
+                fn $name(&self $(, $arg: $arg_type)*) -> $ret {
+                    self.connection.call(|| self.$field.$name($($arg),*))
+                }
+            )*
+        }
+    };
+}
+
+each_call_in_a_savepoint!(UserRepository, users, {
+    fn create(&self, user: NewUser) -> Result<User, RepoError>;
+    fn get(&self, id: UserId, scope: Scope) -> Result<User, RepoError>;
+    fn get_by_email(&self, email: &Email, scope: Scope) -> Result<User, RepoError>;
+    fn update(&self, id: UserId, changes: UserChanges) -> Result<User, RepoError>;
+    fn set_active(&self, id: UserId, active: bool) -> Result<User, RepoError>;
+    fn soft_delete(&self, id: UserId) -> Result<User, RepoError>;
+    fn restore(&self, id: UserId) -> Result<User, RepoError>;
+    fn purge(&self, id: UserId) -> Result<(), RepoError>;
+    fn purge_deleted_before(&self, cutoff: DateTime<Utc>) -> Result<u64, RepoError>;
+    fn list(&self, filter: &UserFilter, page: PageRequest) -> Result<OffsetPage<User>, RepoError>;
+    fn list_keyset(&self, filter: &UserFilter, page: &KeysetRequest) -> Result<KeysetPage<User>, RepoError>;
+    fn list_with_attendance(
+        &self,
+        filter: &UserFilter,
+        page: PageRequest,
+        range: TimeRange,
+    ) -> Result<OffsetPage<UserWithAttendance>, RepoError>;
+});
+
+each_call_in_a_savepoint!(AttendanceRepository, attendance, {
+    fn check_in(&self, check_in: CheckIn) -> Result<Attendance, RepoError>;
+    fn check_out(&self, check_out: CheckOut) -> Result<Attendance, RepoError>;
+    fn get(&self, id: AttendanceId, scope: Scope) -> Result<Attendance, RepoError>;
+    fn list_for_user(&self, user_id: UserId, range: TimeRange, scope: Scope) -> Result<Vec<Attendance>, RepoError>;
+    fn currently_checked_in(&self) -> Result<Vec<AttendanceWithUser>, RepoError>;
+    fn daily_totals(&self, user_id: UserId, range: TimeRange) -> Result<Vec<DailyTotal>, RepoError>;
+    fn list_with_user(&self, scope: Scope, page: PageRequest) -> Result<OffsetPage<AttendanceWithUser>, RepoError>;
+    fn soft_delete(&self, id: AttendanceId) -> Result<Attendance, RepoError>;
+    fn restore(&self, id: AttendanceId) -> Result<Attendance, RepoError>;
+});
 
 /// A transaction's outcome: the work's own error, or the database's.
 enum TransactionError {
     Work(RepoError),
     Database(DieselError),
+}
+
+impl TransactionError {
+    fn into_repo(self) -> RepoError {
+        match self {
+            Self::Work(error) => error,
+            Self::Database(error) => map_error(error),
+        }
+    }
 }
 
 impl From<DieselError> for TransactionError {
@@ -129,25 +276,37 @@ impl From<DieselError> for TransactionError {
     }
 }
 
+impl std::fmt::Display for TransactionError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Work(error) => error.fmt(formatter),
+            Self::Database(error) => error.fmt(formatter),
+        }
+    }
+}
+
+/// A unit of work: one pooled connection, one write transaction (`BEGIN IMMEDIATE` on SQLite),
+/// each repository call in a savepoint. `Ok` only after a successful COMMIT.
 impl UnitOfWork for DieselStore {
     #[tracing::instrument(skip_all)]
     fn transaction(&self, work: &mut dyn TransactionWork) -> Result<(), RepoError> {
         let mut pooled = self.database.get().map_err(|error| unavailable(&error))?;
-        let connection: &mut DbConnection = &mut pooled;
-        // A repository call that runs its own transaction inside becomes a savepoint.
-        connection
-            .transaction::<(), TransactionError, _>(|connection| {
-                let cell = RefCell::new(connection);
-                let repositories = TransactionRepositories {
-                    users: DieselUserRepository::new(&cell),
-                    attendance: DieselAttendanceRepository::new(&cell),
-                };
-                work.run(&repositories).map_err(TransactionError::Work)
-            })
-            .map_err(|error| match error {
-                TransactionError::Work(error) => error,
-                TransactionError::Database(error) => map_error(error),
-            })
+        let result = write_transaction::<_, TransactionError>(&mut pooled, |connection| {
+            let connection = TransactionConnection::new(connection);
+            let repositories = TransactionRepositories {
+                connection: &connection,
+                users: DieselUserRepository::new(&connection),
+                attendance: DieselAttendanceRepository::new(&connection),
+            };
+            work.run(&repositories).map_err(TransactionError::Work)?;
+            // The work may have carried on past a call whose savepoint could not be undone.
+            connection.usable().map_err(TransactionError::Work)
+        })
+        .map_err(TransactionError::into_repo);
+        if matches!(result, Err(RepoError::Unavailable(_))) {
+            pooled.mark_lost();
+        }
+        result
     }
 }
 
@@ -157,13 +316,27 @@ fn unavailable(error: &PoolError) -> RepoError {
 
 /// Maps a database error to a `RepoError`, by constraint name where there is one. The only place
 /// that does.
+///
+/// Constraint violations and lost connections are classified by diesel's error kind, which
+/// PostgreSQL derives from the SQLSTATE and the connection status and SQLite from its result
+/// code: that holds in any server language. diesel exposes no SQLSTATE beyond those kinds, so
+/// timeouts, data exceptions and a full disk are recognised by the server's English message text
+/// (SQLite's messages are never translated; PostgreSQL's follow `lc_messages`, see
+/// ARCHITECTURE.md, known gaps).
 pub(crate) fn map_error(error: DieselError) -> RepoError {
-    let DieselError::DatabaseError(kind, info) = &error else {
-        return match error {
-            DieselError::NotFound => RepoError::Internal("a row expected to exist was not found".into()),
-            other => RepoError::Internal(other.to_string()),
-        };
+    let info = match error {
+        DieselError::DatabaseError(kind, info) => (kind, info),
+        // A COMMIT that failed and a rollback after it that failed too: the commit's error says why.
+        DieselError::RollbackErrorOnCommit { commit_error, .. } => return map_error(*commit_error),
+        // diesel refuses to use a connection whose transaction state was lost (a rollback failed,
+        // usually because the connection went away).
+        DieselError::BrokenTransactionManager => {
+            return RepoError::Unavailable("the connection's transaction was lost".into());
+        }
+        DieselError::NotFound => return RepoError::Internal("a row expected to exist was not found".into()),
+        other => return RepoError::Internal(other.to_string()),
     };
+    let (kind, info) = info;
     let message = info.message();
     // PostgreSQL names the constraint; SQLite puts it (or the columns) in the message.
     let constraint = info
@@ -194,7 +367,23 @@ pub(crate) fn map_error(error: DieselError) -> RepoError {
             constraint: constraint.unwrap_or_else(|| "fk_attendance_users".into()),
             message: "refers to a row that does not exist".into(),
         },
-        DatabaseErrorKind::ClosedConnection => RepoError::Unavailable(message.to_owned()),
+        DatabaseErrorKind::SerializationFailure => RepoError::Conflict {
+            constraint: "serialization".into(),
+            message: "a concurrent transaction changed the same rows: retry".into(),
+        },
+        // The server closed the connection, or libpq has none left to send on ("no connection to
+        // the server"): a lost connection, not a bug.
+        DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand => {
+            RepoError::Unavailable(message.to_owned())
+        }
+        // SQLite: SQLITE_FULL ("database or disk is full"); PostgreSQL: SQLSTATE 53100 disk_full,
+        // "could not extend file ...: No space left on device", or a WAL write that failed.
+        _ if message.contains("database or disk is full")
+            || message.contains("No space left on device")
+            || message.contains("could not extend file") =>
+        {
+            RepoError::StorageFull(message.to_owned())
+        }
         // PostgreSQL data exceptions (SQLSTATE class 22) that input the code did not catch.
         _ if message.contains("out of range")
             || message.contains("invalid byte sequence")

@@ -18,9 +18,46 @@ use crate::connection::MultiBackend;
 
 diesel::define_sql_function! {
     /// SQL `lower(text)`. On SQLite every connection replaces the built-in, which folds ASCII
-    /// only, with Rust's Unicode `to_lowercase`, so that case-insensitive search and the
+    /// only, with [`fold_case`], the Unicode simple lower-case mapping that PostgreSQL's `lower`
+    /// applies under a UTF-8 `LC_CTYPE`, so that case-insensitive search and the
     /// `email = lower(email)` check mean on SQLite what they mean on PostgreSQL.
     fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
+diesel::define_sql_function! {
+    /// The later of two instants: PostgreSQL's `greatest`; on SQLite every connection registers
+    /// a function of that name. Writes set `updated_at = greatest(updated_at, <now>)`, so a row
+    /// created or changed by a writer whose clock runs ahead (another instance, or a transaction
+    /// that committed after this one read its clock) never gets an `updated_at` before its
+    /// `created_at` or before its previous `updated_at`.
+    fn greatest(a: Instant, b: Instant) -> Instant;
+}
+
+diesel::define_sql_function! {
+    /// [`greatest`] as SQLite sees it (an `Instant` is fixed-width UTC text there, so text order
+    /// is time order): only for registering the SQLite function.
+    #[sql_name = "greatest"]
+    fn greatest_text(a: diesel::sql_types::Text, b: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
+/// Lower-cases `text` one character at a time with Unicode's simple mapping: no context (a
+/// capital sigma is always `σ`, never the final `ς`) and one character for one (`İ` becomes `i`,
+/// not `i` and a combining dot). Because it maps each character on its own, the fold of a
+/// substring is a substring of the fold, which substring search relies on; Rust's
+/// `str::to_lowercase` is neither context-free nor one-for-one.
+#[must_use]
+pub fn fold_case(text: &str) -> String {
+    text.chars()
+        .map(|character| {
+            let mut lower = character.to_lowercase();
+            match (lower.next(), lower.next()) {
+                (Some(single), None) => single,
+                // Only U+0130 has a longer full mapping; its simple mapping is `i`.
+                _ if character == '\u{130}' => 'i',
+                _ => character,
+            }
+        })
+        .collect()
 }
 
 /// A UUID: `uuid` on PostgreSQL, a 16-byte BLOB on SQLite.

@@ -34,6 +34,10 @@ pub enum RepoError {
     /// No connection could be had: the pool is exhausted or the database is down.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The database ran out of storage (a full disk, or SQLite's page limit): nothing of the call
+    /// was written. Retrying helps only once an operator has freed space.
+    #[error("the database is out of storage: {0}")]
+    StorageFull(String),
     /// A fault in this code or an unexpected database state; never caused by bad input.
     #[error("internal error: {0}")]
     Internal(String),

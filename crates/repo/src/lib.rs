@@ -9,7 +9,8 @@ pub use cursor::{Cursor, Direction, Position};
 pub use error::RepoError;
 pub use page::{KeysetPage, KeysetRequest, KeysetStart, MAX_PAGE_SIZE, OffsetPage, PageRequest};
 pub use traits::{
-    AttendanceRepository, Repositories, Scope, TimeRange, TransactionWork, UnitOfWork, UserFilter, UserRepository,
+    AttendanceRepository, MAX_SEARCH_CHARS, Repositories, Scope, TimeRange, TransactionWork, UnitOfWork, UnitOfWorkExt,
+    UserFilter, UserRepository,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use traits::{MockAttendanceRepository, MockRepositories, MockUnitOfWork, MockUserRepository};

@@ -44,12 +44,19 @@ impl TimeRange {
     }
 }
 
+/// The longest search text a [`UserFilter`] takes, in characters; a longer one is a
+/// `Validation` error on `search`.
+pub const MAX_SEARCH_CHARS: usize = 200;
+
 /// Which users a list returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserFilter {
     /// Soft-delete scope.
     pub scope: Scope,
-    /// Case-insensitive substring of the name or the email.
+    /// Case-insensitive substring of the name or the email, at most [`MAX_SEARCH_CHARS`]
+    /// characters. Both sides are lower-cased by the database, one character at a time, so every
+    /// stored name and email is found by any substring of itself in any letter case the backend
+    /// folds (PostgreSQL: the database's `LC_CTYPE`; SQLite: Unicode's simple mapping).
     pub search: Option<String>,
 }
 
@@ -74,7 +81,8 @@ pub trait UserRepository {
     fn restore(&self, id: UserId) -> Result<User, RepoError>;
     /// Deletes a user and their attendance for good, live or not.
     fn purge(&self, id: UserId) -> Result<(), RepoError>;
-    /// Purges users soft-deleted before `cutoff` (retention); returns how many.
+    /// Purges users soft-deleted before `cutoff` (retention); returns how many. `Validation` on
+    /// `cutoff` outside the years 1 to 9999, as for every instant a repository takes.
     fn purge_deleted_before(&self, cutoff: DateTime<Utc>) -> Result<u64, RepoError>;
     /// A page of users ordered by `(created_at, id)`, with the total.
     fn list(&self, filter: &UserFilter, page: PageRequest) -> Result<OffsetPage<User>, RepoError>;
@@ -128,8 +136,9 @@ pub trait Repositories {
     fn attendance(&self) -> &dyn AttendanceRepository;
 }
 
-/// The body of a transaction. Any `FnMut(&dyn Repositories) -> Result<(), RepoError>` is one;
-/// a closure returns values by assigning to variables it captured.
+/// The body of a transaction, as [`UnitOfWork::transaction`] takes it. Services normally use
+/// [`UnitOfWorkExt::transact`], which returns the work's value; any
+/// `FnMut(&dyn Repositories) -> Result<(), RepoError>` is a `TransactionWork` too.
 pub trait TransactionWork {
     /// Runs the repository calls of the transaction.
     fn run(&mut self, repositories: &dyn Repositories) -> Result<(), RepoError>;
@@ -141,13 +150,64 @@ impl<F: FnMut(&dyn Repositories) -> Result<(), RepoError>> TransactionWork for F
     }
 }
 
-/// Runs several repository calls in one transaction: committed when the work returns `Ok`,
-/// rolled back when it returns an error (which is then returned).
+/// Runs several repository calls in one transaction.
+///
+/// The contract every implementation keeps:
+/// - `Ok(())` only when the work returned `Ok` **and the COMMIT succeeded**; a COMMIT that fails
+///   (a deferred constraint, a serialization failure, a lost connection) is returned as the error.
+///   After an `Unavailable` from the COMMIT itself the outcome is unknown: the server may have
+///   committed before the connection went away.
+/// - When the work returns an error the transaction is rolled back and that error is returned.
+/// - Inside the transaction every repository call is atomic on its own: a call that fails leaves
+///   nothing behind and the transaction usable, so the work may catch a typed error (a
+///   `Conflict`, say) and carry on; what it commits is exactly the calls that succeeded.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait UnitOfWork {
-    /// Runs `work` in a transaction.
+    /// Runs `work` in a transaction. Use [`UnitOfWorkExt::transact`] to get a value out.
     fn transaction(&self, work: &mut dyn TransactionWork) -> Result<(), RepoError>;
 }
+
+/// The one way to run a transaction that returns a value, for every [`UnitOfWork`]: the diesel
+/// store, `dyn UnitOfWork` and the mocks alike.
+pub trait UnitOfWorkExt: UnitOfWork {
+    /// Runs `work` in one transaction and returns its value once the transaction has committed.
+    ///
+    /// - The work's `Ok(value)` is returned only if the COMMIT succeeded; otherwise the
+    ///   transaction's error is.
+    /// - The work's own error `E` rolls the transaction back and is returned unchanged, whatever
+    ///   the rollback reported.
+    fn transact<T, E>(&self, mut work: impl FnMut(&dyn Repositories) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<RepoError>,
+    {
+        let mut value: Option<T> = None;
+        let mut work_error: Option<E> = None;
+        let outcome = self.transaction(&mut |repositories: &dyn Repositories| match work(repositories) {
+            Ok(produced) => {
+                value = Some(produced);
+                work_error = None;
+                Ok(())
+            }
+            Err(error) => {
+                value = None;
+                work_error = Some(error);
+                Err(RepoError::Internal("rolled back: the work failed".into()))
+            }
+        });
+        if let Some(error) = work_error {
+            return Err(error);
+        }
+        match (outcome, value) {
+            (Ok(()), Some(value)) => Ok(value),
+            (Err(error), _) => Err(error.into()),
+            (Ok(()), None) => {
+                Err(RepoError::Internal("the unit of work returned Ok without running the work".into()).into())
+            }
+        }
+    }
+}
+
+impl<U: UnitOfWork + ?Sized> UnitOfWorkExt for U {}
 
 /// Mock repositories for one transaction, for services' unit tests: set expectations on
 /// `users` and `attendance`, then hand it to a `MockUnitOfWork` that calls `work.run(&it)`.
@@ -177,13 +237,86 @@ mod tests {
 
     /// A service-shaped function: two calls in one transaction.
     fn deactivate_by_email(unit_of_work: &dyn UnitOfWork, email: &Email) -> Result<User, RepoError> {
-        let mut deactivated = None;
-        unit_of_work.transaction(&mut |repositories: &dyn Repositories| {
+        unit_of_work.transact(|repositories| {
             let user = repositories.users().get_by_email(email, Scope::Live)?;
-            deactivated = Some(repositories.users().set_active(user.id, false)?);
-            Ok(())
-        })?;
-        deactivated.ok_or_else(|| RepoError::Internal("the transaction ran no work".into()))
+            repositories.users().set_active(user.id, false)
+        })
+    }
+
+    /// A unit of work that runs the work, then fails as a failed COMMIT would.
+    fn failing_commit() -> MockUnitOfWork {
+        let mut unit_of_work = MockUnitOfWork::new();
+        unit_of_work.expect_transaction().times(1).returning(|work| {
+            let mut repositories = MockRepositories::default();
+            repositories
+                .users
+                .expect_get_by_email()
+                .returning(|email, _| Ok(user_with(email)));
+            repositories
+                .users
+                .expect_set_active()
+                .returning(|_, _| Ok(user_with(&ann())));
+            work.run(&repositories)?;
+            Err(RepoError::Unavailable("the connection closed during COMMIT".into()))
+        });
+        unit_of_work
+    }
+
+    fn ann() -> Email {
+        Email::parse("ann@example.com").expect("valid")
+    }
+
+    fn user_with(email: &Email) -> User {
+        let now = Utc::now();
+        User {
+            id: UserId::new(),
+            email: email.clone(),
+            full_name: domain::FullName::parse("Ann").expect("valid"),
+            password_hash: domain::Password::parse("correct horse")
+                .expect("valid")
+                .hash()
+                .expect("hash"),
+            is_active: false,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_commit_is_the_result_even_when_the_work_produced_a_value() {
+        let error = deactivate_by_email(&failing_commit(), &ann()).expect_err("the commit failed");
+        assert!(matches!(error, RepoError::Unavailable(_)), "{error:?}");
+    }
+
+    #[test]
+    fn the_works_own_error_comes_back_unchanged() {
+        #[derive(Debug, PartialEq)]
+        enum ServiceError {
+            Repo(RepoError),
+            Refused,
+        }
+        impl From<RepoError> for ServiceError {
+            fn from(error: RepoError) -> Self {
+                Self::Repo(error)
+            }
+        }
+        let mut unit_of_work = MockUnitOfWork::new();
+        unit_of_work.expect_transaction().times(1).returning(|work| {
+            // The rollback's own report does not replace the work's error.
+            work.run(&MockRepositories::default())
+                .and(Err(RepoError::Unavailable("rollback failed".into())))
+        });
+        let result: Result<(), ServiceError> = unit_of_work.transact(|_| Err(ServiceError::Refused));
+        assert_eq!(result, Err(ServiceError::Refused));
+    }
+
+    #[test]
+    fn a_unit_of_work_that_skips_the_work_is_not_ok() {
+        let mut unit_of_work = MockUnitOfWork::new();
+        unit_of_work.expect_transaction().returning(|_| Ok(()));
+        let result: Result<u32, RepoError> = unit_of_work.transact(|_| Ok(1));
+        assert!(matches!(result, Err(RepoError::Internal(_))), "{result:?}");
     }
 
     #[test]

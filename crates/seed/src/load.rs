@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use diesel::Connection as _;
 use repo::RepoError;
 use repo_diesel::DbConnection;
 use repo_diesel::bulk::{self, DomainPattern, NewAttendanceRow, NewUserRow, Purged};
@@ -95,7 +94,7 @@ pub fn seed_database(
 ) -> Result<SeedReport, SeedError> {
     let started = Instant::now();
     let mut report = bulk::with_bulk_settings(connection, |connection| {
-        connection.transaction::<_, SeedError, _>(|connection| {
+        repo_diesel::transaction::write_transaction::<_, SeedError>(connection, |connection| {
             let removed = if config.reset {
                 remove_seed_users(connection)?
             } else {

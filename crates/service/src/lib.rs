@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use domain::{Attendance, CheckIn, CheckOut, DailyTotal, Password, RegisterUser, User, UserChanges, UserId};
-use repo::{RepoError, Repositories, Scope, TimeRange, UnitOfWork};
+use repo::{RepoError, Scope, TimeRange, UnitOfWork, UnitOfWorkExt as _};
 use validator::Validate as _;
 
 /// Why an operation did not happen.
@@ -52,33 +52,6 @@ impl<W: UnitOfWork> AttendanceService<W> {
         Self { unit_of_work }
     }
 
-    /// Runs `work` in one transaction and returns what it produced.
-    fn in_transaction<T>(
-        &self,
-        mut work: impl FnMut(&dyn Repositories) -> Result<T, ServiceError>,
-    ) -> Result<T, ServiceError> {
-        let mut outcome: Option<Result<T, ServiceError>> = None;
-        let result = self
-            .unit_of_work
-            .transaction(&mut |repositories: &dyn Repositories| match work(repositories) {
-                Ok(value) => {
-                    outcome = Some(Ok(value));
-                    Ok(())
-                }
-                // A service error rolls the transaction back; the repository error is re-raised as is.
-                Err(ServiceError::Repo(error)) => Err(error),
-                Err(error) => {
-                    outcome = Some(Err(error));
-                    Err(RepoError::Internal("rolled back by the service".into()))
-                }
-            });
-        match (result, outcome) {
-            (_, Some(outcome)) => outcome,
-            (Err(error), None) => Err(error.into()),
-            (Ok(()), None) => Err(RepoError::Internal("the transaction did not run the operation".into()).into()),
-        }
-    }
-
     /// Registers a user: validates, hashes the password, creates.
     #[tracing::instrument(skip(self, input), fields(email = %input.email))]
     pub fn register(&self, input: &RegisterUser) -> Result<User, ServiceError> {
@@ -98,7 +71,8 @@ impl<W: UnitOfWork> AttendanceService<W> {
             full_name,
             password_hash,
         };
-        self.in_transaction(|repositories| Ok(repositories.users().create(new_user.clone())?))
+        self.unit_of_work
+            .transact(|repositories| Ok(repositories.users().create(new_user.clone())?))
     }
 
     /// Changes a live user's password after verifying the current one.
@@ -106,7 +80,7 @@ impl<W: UnitOfWork> AttendanceService<W> {
     pub fn change_password(&self, user_id: UserId, current: &str, new: &str) -> Result<User, ServiceError> {
         let current = Password::parse(current).map_err(|_| ServiceError::WrongPassword)?;
         let new_hash = Password::parse(new)?.hash()?;
-        self.in_transaction(|repositories| {
+        self.unit_of_work.transact(|repositories| {
             let user = repositories.users().get(user_id, Scope::Live)?;
             if !user.password_hash.verify(&current) {
                 return Err(ServiceError::WrongPassword);
@@ -121,28 +95,32 @@ impl<W: UnitOfWork> AttendanceService<W> {
 
     /// Deactivates a user: they keep their data but may not check in.
     pub fn deactivate(&self, user_id: UserId) -> Result<User, ServiceError> {
-        self.in_transaction(|repositories| Ok(repositories.users().set_active(user_id, false)?))
+        self.unit_of_work
+            .transact(|repositories| Ok(repositories.users().set_active(user_id, false)?))
     }
 
     /// Reactivates a user.
     pub fn reactivate(&self, user_id: UserId) -> Result<User, ServiceError> {
-        self.in_transaction(|repositories| Ok(repositories.users().set_active(user_id, true)?))
+        self.unit_of_work
+            .transact(|repositories| Ok(repositories.users().set_active(user_id, true)?))
     }
 
     /// Soft-deletes a user and their attendance.
     pub fn delete(&self, user_id: UserId) -> Result<User, ServiceError> {
-        self.in_transaction(|repositories| Ok(repositories.users().soft_delete(user_id)?))
+        self.unit_of_work
+            .transact(|repositories| Ok(repositories.users().soft_delete(user_id)?))
     }
 
     /// Restores a soft-deleted user and the attendance that went with them.
     pub fn restore(&self, user_id: UserId) -> Result<User, ServiceError> {
-        self.in_transaction(|repositories| Ok(repositories.users().restore(user_id)?))
+        self.unit_of_work
+            .transact(|repositories| Ok(repositories.users().restore(user_id)?))
     }
 
     /// Checks a user in: only a live, active user; a second open check-in is a `Conflict`.
     #[tracing::instrument(skip(self))]
     pub fn check_in(&self, user_id: UserId, at: DateTime<Utc>) -> Result<Attendance, ServiceError> {
-        self.in_transaction(|repositories| {
+        self.unit_of_work.transact(|repositories| {
             let user = repositories.users().get(user_id, Scope::Live)?;
             if !user.is_active {
                 return Err(ServiceError::Inactive(user_id));
@@ -154,7 +132,8 @@ impl<W: UnitOfWork> AttendanceService<W> {
     /// Checks a user out: closes their open record.
     #[tracing::instrument(skip(self))]
     pub fn check_out(&self, user_id: UserId, at: DateTime<Utc>) -> Result<Attendance, ServiceError> {
-        self.in_transaction(|repositories| Ok(repositories.attendance().check_out(CheckOut { user_id, at })?))
+        self.unit_of_work
+            .transact(|repositories| Ok(repositories.attendance().check_out(CheckOut { user_id, at })?))
     }
 
     /// Time worked per UTC day, and in total, by a user over `[from, to)`.
@@ -165,7 +144,7 @@ impl<W: UnitOfWork> AttendanceService<W> {
         to: DateTime<Utc>,
     ) -> Result<WorkingHours, ServiceError> {
         let range = TimeRange::new(from, to)?;
-        self.in_transaction(|repositories| {
+        self.unit_of_work.transact(|repositories| {
             repositories.users().get(user_id, Scope::WithDeleted)?;
             let days = repositories.attendance().daily_totals(user_id, range)?;
             let total_seconds = days.iter().map(|day| day.seconds).sum();
@@ -476,5 +455,32 @@ mod tests {
             }));
             assert_eq!(service.deactivate(UserId::new()), Err(ServiceError::Repo(error)));
         }
+    }
+
+    /// Defect of an earlier release: the work's value was returned although the COMMIT failed.
+    #[test]
+    fn a_check_in_whose_commit_fails_is_an_error() {
+        let mut unit_of_work = MockUnitOfWork::new();
+        unit_of_work.expect_transaction().times(1).returning(|work| {
+            let mut repositories = MockRepositories::default();
+            repositories
+                .users
+                .expect_get()
+                .returning(|_, _| Ok(user(true, hash_of("correct horse"))));
+            repositories
+                .attendance
+                .expect_check_in()
+                .returning(|check_in| Ok(record(check_in.user_id, check_in.at)));
+            work.run(&repositories)?;
+            Err(RepoError::Validation {
+                field: "attendance".into(),
+                message: "a deferred constraint failed at COMMIT".into(),
+            })
+        });
+        let result = AttendanceService::new(unit_of_work).check_in(UserId::new(), domain::time::now());
+        assert!(
+            matches!(result, Err(ServiceError::Repo(RepoError::Validation { .. }))),
+            "{result:?}"
+        );
     }
 }

@@ -72,11 +72,15 @@ impl TestDb {
         }
     }
 
-    /// A private in-memory SQLite database, alive while a [`Database`] opened on it is.
+    /// A private in-memory SQLite database (a file in RAM), removed when this value and every
+    /// [`Database`] opened on it are dropped.
+    ///
+    /// # Panics
+    /// When no temporary directory can be made.
     #[must_use]
     pub fn sqlite_in_memory() -> Self {
         Self {
-            target: DatabaseTarget::sqlite_in_memory(),
+            target: DatabaseTarget::sqlite_in_memory().expect("a directory for an in-memory database"),
             cleanup: Cleanup::Nothing,
         }
     }

@@ -13,7 +13,7 @@ use super::{Connections, map_error};
 use crate::connection::{DbConnection, MultiBackend};
 use crate::models::{AttendanceRow, UserRow};
 use crate::schema::{attendance, users};
-use crate::sql_types::{DbTimestamp, DbUuid, Instant, Uuid};
+use crate::sql_types::{DbTimestamp, DbUuid, Instant, Uuid, greatest};
 
 /// Attendance stored through diesel, on PostgreSQL or SQLite.
 #[derive(Debug, Clone)]
@@ -195,7 +195,7 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
             )
             .set((
                 attendance::check_out_time.eq(Some(DbTimestamp(at))),
-                attendance::updated_at.eq(DbTimestamp(domain::time::now())),
+                attendance::updated_at.eq(greatest(attendance::updated_at, DbTimestamp(domain::time::now()))),
             ))
             .execute(connection)
             .map_err(map_error)
@@ -318,7 +318,7 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
             .set((
                 attendance::deleted_at.eq(Some(now)),
                 attendance::deletion_batch_id.eq(Some(DbUuid(uuid::Uuid::now_v7()))),
-                attendance::updated_at.eq(now),
+                attendance::updated_at.eq(greatest(attendance::updated_at, now)),
             ))
             .execute(connection)
             .map_err(map_error)
@@ -332,39 +332,35 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
     #[tracing::instrument(skip(self))]
     fn restore(&self, id: AttendanceId) -> Result<Attendance, RepoError> {
         let now = DbTimestamp(domain::time::now());
-        let outcome = self.connections.with(|connection| {
-            connection
-                .transaction(|connection| {
-                    let found: Option<(Option<DbUuid>, Option<DbUuid>, Option<DbTimestamp>)> = attendance::table
-                        .inner_join(users::table)
-                        .filter(attendance::id.eq(key(id)))
-                        .filter(attendance::deleted_at.is_not_null())
-                        .select((
-                            attendance::deletion_batch_id,
-                            users::deletion_batch_id,
-                            users::deleted_at,
-                        ))
-                        .first(connection)
-                        .optional()?;
-                    let Some((batch, user_batch, user_deleted_at)) = found else {
-                        return Ok(RestoreOutcome::NotDeleted);
-                    };
-                    if batch.is_some() && batch == user_batch {
-                        return Ok(RestoreOutcome::DeletedWithUser);
-                    }
-                    if user_deleted_at.is_some() {
-                        return Ok(RestoreOutcome::UserDeleted);
-                    }
-                    diesel::update(attendance::table.filter(attendance::id.eq(key(id))))
-                        .set((
-                            attendance::deleted_at.eq(None::<DbTimestamp>),
-                            attendance::deletion_batch_id.eq(None::<DbUuid>),
-                            attendance::updated_at.eq(now),
-                        ))
-                        .execute(connection)?;
-                    Ok(RestoreOutcome::Restored)
-                })
-                .map_err(map_error)
+        let outcome = self.connections.atomic(|connection| {
+            let found: Option<(Option<DbUuid>, Option<DbUuid>, Option<DbTimestamp>)> = attendance::table
+                .inner_join(users::table)
+                .filter(attendance::id.eq(key(id)))
+                .filter(attendance::deleted_at.is_not_null())
+                .select((
+                    attendance::deletion_batch_id,
+                    users::deletion_batch_id,
+                    users::deleted_at,
+                ))
+                .first(connection)
+                .optional()?;
+            let Some((batch, user_batch, user_deleted_at)) = found else {
+                return Ok(RestoreOutcome::NotDeleted);
+            };
+            if batch.is_some() && batch == user_batch {
+                return Ok(RestoreOutcome::DeletedWithUser);
+            }
+            if user_deleted_at.is_some() {
+                return Ok(RestoreOutcome::UserDeleted);
+            }
+            diesel::update(attendance::table.filter(attendance::id.eq(key(id))))
+                .set((
+                    attendance::deleted_at.eq(None::<DbTimestamp>),
+                    attendance::deletion_batch_id.eq(None::<DbUuid>),
+                    attendance::updated_at.eq(greatest(attendance::updated_at, now)),
+                ))
+                .execute(connection)?;
+            Ok(RestoreOutcome::Restored)
         })?;
         match outcome {
             RestoreOutcome::Restored => self.get_live(id),

@@ -11,15 +11,15 @@ use domain::{
     Attendance, AttendanceId, Email, FullName, NewUser, PasswordHash, User, UserChanges, UserId, UserWithAttendance,
 };
 use repo::{
-    Cursor, Direction, KeysetPage, KeysetRequest, KeysetStart, OffsetPage, PageRequest, Position, RepoError, Scope,
-    TimeRange, UserFilter, UserRepository,
+    Cursor, Direction, KeysetPage, KeysetRequest, KeysetStart, MAX_SEARCH_CHARS, OffsetPage, PageRequest, Position,
+    RepoError, Scope, TimeRange, UserFilter, UserRepository,
 };
 
 use super::{Connections, map_error};
 use crate::connection::MultiBackend;
 use crate::models::{AttendanceRow, UserRow};
 use crate::schema::{attendance, users};
-use crate::sql_types::{DbTimestamp, DbUuid, lower};
+use crate::sql_types::{DbTimestamp, DbUuid, fold_case, greatest, lower};
 
 /// Users stored through diesel, on PostgreSQL or SQLite.
 #[derive(Debug, Clone)]
@@ -56,8 +56,9 @@ fn scoped(scope: Scope) -> UsersQuery {
     }
 }
 
-/// The search text of a filter: trimmed, `None` when empty. A NUL character is a `Validation`
-/// error (PostgreSQL text cannot hold it).
+/// The search text of a filter: trimmed, `None` when empty. A NUL character (PostgreSQL text
+/// cannot hold it) or more than [`MAX_SEARCH_CHARS`] characters is a `Validation` error, the
+/// same on both backends (SQLite refuses `LIKE` patterns over 50,000 bytes).
 fn search_of(filter: &UserFilter) -> Result<Option<&str>, RepoError> {
     let search = filter
         .search
@@ -67,6 +68,12 @@ fn search_of(filter: &UserFilter) -> Result<Option<&str>, RepoError> {
     if search.is_some_and(|search| search.contains('\0')) {
         return Err(RepoError::validation("search", "must not contain NUL characters"));
     }
+    if search.is_some_and(|search| search.chars().count() > MAX_SEARCH_CHARS) {
+        return Err(RepoError::validation(
+            "search",
+            format!("must be at most {MAX_SEARCH_CHARS} characters"),
+        ));
+    }
     Ok(search)
 }
 
@@ -75,28 +82,26 @@ fn list_context(filter: &UserFilter) -> Result<String, RepoError> {
     Ok(format!(
         "users|{:?}|{}",
         filter.scope,
-        search_of(filter)?.unwrap_or_default().to_lowercase()
+        fold_case(search_of(filter)?.unwrap_or_default())
     ))
 }
 
 /// `users` in the filter's scope, matching its search: a case-insensitive substring of the
-/// email or the name, with `%`, `_` and `\` in the search taken literally.
+/// email or the name, with `%`, `_` and `\` in the search taken literally. Both sides are
+/// lower-cased by the database's own `lower`, so the search and the column always fold alike
+/// (Rust and PostgreSQL disagree on final sigma and dotted capital I).
 fn filtered(filter: &UserFilter) -> Result<UsersQuery, RepoError> {
     let query = scoped(filter.scope);
     Ok(match search_of(filter)? {
         None => query,
         Some(search) => {
-            let escaped = search
-                .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
+            let escaped = search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
             let pattern = format!("%{escaped}%");
             query.filter(
-                users::email
-                    .like(pattern.clone())
+                lower(users::email)
+                    .like(lower(pattern.clone()))
                     .escape('\\')
-                    .or(lower(users::full_name).like(pattern).escape('\\')),
+                    .or(lower(users::full_name).like(lower(pattern)).escape('\\')),
             )
         }
     })
@@ -137,7 +142,6 @@ struct UserChangeset {
     email: Option<String>,
     full_name: Option<String>,
     hashed_password: Option<String>,
-    updated_at: DbTimestamp,
 }
 
 fn limit_of(value: u32) -> i64 {
@@ -234,15 +238,15 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
             email: changes.email.map(|email| email.as_str().to_owned()),
             full_name: changes.full_name.map(|name| name.as_str().to_owned()),
             hashed_password: changes.password_hash.map(|hash| hash.as_phc().to_owned()),
-            updated_at: DbTimestamp(domain::time::now()),
         };
+        let now = DbTimestamp(domain::time::now());
         let updated = self.connections.with(|connection| {
             diesel::update(
                 users::table
                     .filter(users::id.eq(key(id)))
                     .filter(users::deleted_at.is_null()),
             )
-            .set(&changeset)
+            .set((&changeset, users::updated_at.eq(greatest(users::updated_at, now))))
             .execute(connection)
             .map_err(map_error)
         })?;
@@ -261,7 +265,10 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
                     .filter(users::id.eq(key(id)))
                     .filter(users::deleted_at.is_null()),
             )
-            .set((users::is_active.eq(active), users::updated_at.eq(now)))
+            .set((
+                users::is_active.eq(active),
+                users::updated_at.eq(greatest(users::updated_at, now)),
+            ))
             .execute(connection)
             .map_err(map_error)
         })?;
@@ -275,38 +282,34 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
     fn soft_delete(&self, id: UserId) -> Result<User, RepoError> {
         let now = DbTimestamp(domain::time::now());
         let batch = DbUuid(uuid::Uuid::now_v7());
-        let deleted = self.connections.with(|connection| {
-            connection
-                .transaction(|connection| {
-                    let deleted = diesel::update(
-                        users::table
-                            .filter(users::id.eq(key(id)))
-                            .filter(users::deleted_at.is_null()),
-                    )
-                    .set((
-                        users::deleted_at.eq(Some(now)),
-                        users::deletion_batch_id.eq(Some(batch)),
-                        users::updated_at.eq(now),
-                    ))
-                    .execute(connection)?;
-                    if deleted == 1 {
-                        // The same batch marks the attendance that goes with the user, so a
-                        // restore brings back exactly these rows.
-                        diesel::update(
-                            attendance::table
-                                .filter(attendance::user_id.eq(key(id)))
-                                .filter(attendance::deleted_at.is_null()),
-                        )
-                        .set((
-                            attendance::deleted_at.eq(Some(now)),
-                            attendance::deletion_batch_id.eq(Some(batch)),
-                            attendance::updated_at.eq(now),
-                        ))
-                        .execute(connection)?;
-                    }
-                    Ok(deleted)
-                })
-                .map_err(map_error)
+        let deleted = self.connections.atomic(|connection| {
+            let deleted = diesel::update(
+                users::table
+                    .filter(users::id.eq(key(id)))
+                    .filter(users::deleted_at.is_null()),
+            )
+            .set((
+                users::deleted_at.eq(Some(now)),
+                users::deletion_batch_id.eq(Some(batch)),
+                users::updated_at.eq(greatest(users::updated_at, now)),
+            ))
+            .execute(connection)?;
+            if deleted == 1 {
+                // The same batch marks the attendance that goes with the user, so a
+                // restore brings back exactly these rows.
+                diesel::update(
+                    attendance::table
+                        .filter(attendance::user_id.eq(key(id)))
+                        .filter(attendance::deleted_at.is_null()),
+                )
+                .set((
+                    attendance::deleted_at.eq(Some(now)),
+                    attendance::deletion_batch_id.eq(Some(batch)),
+                    attendance::updated_at.eq(greatest(attendance::updated_at, now)),
+                ))
+                .execute(connection)?;
+            }
+            Ok(deleted)
         })?;
         if deleted == 0 {
             return Err(RepoError::not_found("user", &id));
@@ -317,46 +320,42 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
     #[tracing::instrument(skip(self))]
     fn restore(&self, id: UserId) -> Result<User, RepoError> {
         let now = DbTimestamp(domain::time::now());
-        let restored = self.connections.with(|connection| {
-            connection
-                .transaction(|connection| {
-                    let batch: Option<Option<DbUuid>> = users::table
-                        .filter(users::id.eq(key(id)))
-                        .filter(users::deleted_at.is_not_null())
-                        .select(users::deletion_batch_id)
-                        .first(connection)
-                        .optional()?;
-                    let Some(batch) = batch else { return Ok(false) };
-                    // Only the deletion just read: a concurrent delete/restore/delete makes this
-                    // restore a no-op rather than reviving a newer batch half-way.
-                    let restored = diesel::update(
-                        users::table
-                            .filter(users::id.eq(key(id)))
-                            .filter(users::deletion_batch_id.eq(batch)),
-                    )
-                    .set((
-                        users::deleted_at.eq(None::<DbTimestamp>),
-                        users::deletion_batch_id.eq(None::<DbUuid>),
-                        users::updated_at.eq(now),
-                    ))
-                    .execute(connection)?;
-                    if restored == 0 {
-                        return Ok(false);
-                    }
-                    diesel::update(
-                        attendance::table
-                            .filter(attendance::user_id.eq(key(id)))
-                            .filter(attendance::deletion_batch_id.eq(batch)),
-                    )
-                    .set((
-                        attendance::deleted_at.eq(None::<DbTimestamp>),
-                        attendance::deletion_batch_id.eq(None::<DbUuid>),
-                        attendance::updated_at.eq(now),
-                    ))
-                    .execute(connection)?;
-                    Ok(true)
-                })
-                .map_err(map_error)
+        let restored = self.connections.atomic(|connection| {
+            let batch: Option<Option<DbUuid>> = users::table
+                .filter(users::id.eq(key(id)))
+                .filter(users::deleted_at.is_not_null())
+                .select(users::deletion_batch_id)
+                .first(connection)
+                .optional()?;
+            let Some(batch) = batch else { return Ok(false) };
+            // Only the deletion just read: a concurrent delete/restore/delete makes this
+            // restore a no-op rather than reviving a newer batch half-way.
+            let restored = diesel::update(
+                users::table
+                    .filter(users::id.eq(key(id)))
+                    .filter(users::deletion_batch_id.eq(batch)),
+            )
+            .set((
+                users::deleted_at.eq(None::<DbTimestamp>),
+                users::deletion_batch_id.eq(None::<DbUuid>),
+                users::updated_at.eq(greatest(users::updated_at, now)),
+            ))
+            .execute(connection)?;
+            if restored == 0 {
+                return Ok(false);
+            }
+            diesel::update(
+                attendance::table
+                    .filter(attendance::user_id.eq(key(id)))
+                    .filter(attendance::deletion_batch_id.eq(batch)),
+            )
+            .set((
+                attendance::deleted_at.eq(None::<DbTimestamp>),
+                attendance::deletion_batch_id.eq(None::<DbUuid>),
+                attendance::updated_at.eq(greatest(attendance::updated_at, now)),
+            ))
+            .execute(connection)?;
+            Ok(true)
         })?;
         if !restored {
             return Err(RepoError::not_found("deleted user", &id));
@@ -379,7 +378,9 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
 
     #[tracing::instrument(skip(self))]
     fn purge_deleted_before(&self, cutoff: DateTime<Utc>) -> Result<u64, RepoError> {
-        let cutoff = DbTimestamp(domain::time::truncate_to_micros(cutoff));
+        // Outside the years 1 to 9999 is refused on both backends: SQLite's text order would
+        // put a year-10000 cutoff before every stored date and purge nothing.
+        let cutoff = DbTimestamp(domain::time::storable(cutoff, "cutoff")?);
         let purged = self.connections.with(|connection| {
             diesel::delete(users::table.filter(users::deleted_at.lt(cutoff)))
                 .execute(connection)
