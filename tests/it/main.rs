@@ -4,7 +4,9 @@
 
 mod attendance;
 mod bad_input;
+mod cluster;
 mod constraints;
+mod faults;
 mod fixtures;
 mod migrations;
 mod migrator;
@@ -12,4 +14,5 @@ mod pool;
 mod schema;
 mod service;
 mod support;
+mod transactions;
 mod users;

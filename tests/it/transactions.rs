@@ -3,6 +3,7 @@
 //! concurrent writers and skewed clocks, and hostile instants, searches and a full database get
 //! typed errors.
 
+use std::io::Write as _;
 use std::sync::{Arc, Barrier};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -270,9 +271,10 @@ fn storable_range(database: &TestDb) {
     let store = store(database);
     let ann = store.users().create(new_user("ann@example.com", "Ann")).expect("ann");
     store.users().soft_delete(ann.id).expect("delete");
-    let year_10000 = DateTime::parse_from_rfc3339("+10000-01-01T00:00:00Z")
-        .map(|instant| instant.to_utc())
-        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let year_10000 = chrono::NaiveDate::from_ymd_opt(10_000, 1, 1)
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .expect("a valid instant")
+        .and_utc();
     for cutoff in [DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC, year_10000] {
         let purged = store.users().purge_deleted_before(cutoff);
         assert!(
@@ -515,4 +517,57 @@ fn limit_pages(connection: &mut DbConnection) {
     // PRAGMA takes no bound parameter; the value is an integer read just above.
     diesel::connection::SimpleConnection::batch_execute(connection, &format!("PRAGMA max_page_count = {pages}"))
         .expect("limit the database to the pages it has");
+}
+
+conformance!(a_unit_of_work_costs_two_statements_per_call, statements_per_call);
+
+/// Each repository call inside a unit of work runs in a savepoint: `SAVEPOINT` before it and
+/// `RELEASE SAVEPOINT` after it, two statements (on PostgreSQL two round trips) on top of the
+/// call's own, plus `BEGIN` and `COMMIT` once per unit of work.
+fn statements_per_call(database: &TestDb) {
+    let mut config = database.config();
+    config.pool.max_size = 1;
+    config.pool.min_idle = 0;
+    // No checkout ping: count only what the unit of work sends.
+    config.pool.test_on_check_out = false;
+    let pool = repo_diesel::Database::connect(config).expect("pool");
+    pool.migrate().expect("migrate");
+    let store = DieselStore::new(Arc::new(pool));
+    let ann = store.users().create(new_user("ann@example.com", "Ann")).expect("ann");
+    let statements = {
+        let mut connection = store.database().get().expect("the pool's only connection");
+        crate::support::count_queries(&mut connection)
+    };
+    let counted = || statements.load(std::sync::atomic::Ordering::SeqCst);
+
+    let before = counted();
+    store.users().get(ann.id, Scope::Live).expect("get");
+    let outside = counted() - before;
+
+    let before = counted();
+    store
+        .transact(|repositories| repositories.users().get(ann.id, Scope::Live))
+        .expect("one call");
+    let one_call = counted() - before;
+
+    let before = counted();
+    store
+        .transact(|repositories| {
+            repositories.users().get(ann.id, Scope::Live)?;
+            repositories.users().get(ann.id, Scope::Live)?;
+            repositories.users().get(ann.id, Scope::Live)
+        })
+        .expect("three calls");
+    let three_calls = counted() - before;
+
+    let _ = writeln!(
+        std::io::stderr(),
+        "unit of work ({:?}): a get alone {outside} statement(s); in a unit of work: 1 call {one_call}, 3 calls {three_calls}",
+        database.backend()
+    );
+    assert_eq!(outside, 1);
+    // BEGIN, SAVEPOINT, SELECT, RELEASE, COMMIT.
+    assert_eq!(one_call, 5);
+    // Each further call: SAVEPOINT, SELECT, RELEASE.
+    assert_eq!(three_calls, 2 + 3 * 3);
 }

@@ -212,7 +212,7 @@ impl Repositories for TransactionRepositories<'_, '_> {
 /// Implements a repository trait for [`TransactionRepositories`] by running each call of the
 /// repository in `$field` through [`TransactionConnection::call`].
 macro_rules! each_call_in_a_savepoint {
-    ($trait:ident, $field:ident, { $(fn $name:ident(&self $(, $arg:ident: $arg_type:ty)*) -> $ret:ty;)* }) => {
+    ($trait:ident, $field:ident, { $(fn $name:ident(&self $(, $arg:ident: $arg_type:ty)* $(,)?) -> $ret:ty;)* }) => {
         impl $trait for TransactionRepositories<'_, '_> {
             $(
                 fn $name(&self $(, $arg: $arg_type)*) -> $ret {
@@ -337,7 +337,8 @@ pub(crate) fn map_error(error: DieselError) -> RepoError {
         other => return RepoError::Internal(other.to_string()),
     };
     let (kind, info) = info;
-    let message = info.message();
+    // libpq ends its own messages (a lost connection) with a newline.
+    let message = info.message().trim_end();
     // PostgreSQL names the constraint; SQLite puts it (or the columns) in the message.
     let constraint = info
         .constraint_name()

@@ -520,3 +520,90 @@ fn help_lists_the_options() {
         assert!(stdout(&output).contains(option), "{option}: {}", stdout(&output));
     }
 }
+
+/// A tmpfs of `size` (for example `1m`) mounted on a temporary directory, for tests of a full
+/// disk. Needs root (tests run as root here and in CI). Unmounted on drop, lazily if it is
+/// busy, also when the test panics; the directory is removed after that.
+struct Tmpfs {
+    directory: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let directory = tempfile::Builder::new()
+            .prefix("seed-small-disk-")
+            .tempdir()
+            .expect("a temporary directory for the mount");
+        let mount = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(directory.path())
+            .output()
+            .expect("mount runs");
+        assert!(
+            mount.status.success(),
+            "mount -t tmpfs -o size={size} tmpfs {} failed (the test needs root): {}",
+            directory.path().display(),
+            stderr(&mount)
+        );
+        Self { directory }
+    }
+
+    fn path(&self) -> &Path {
+        self.directory.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Never panics: a panic here, while a failed test unwinds, would abort the process.
+        let unmounted = Command::new("umount")
+            .arg(self.directory.path())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !unmounted {
+            let _ = Command::new("umount").arg("-l").arg(self.directory.path()).status();
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    count: i64,
+}
+
+/// A seed that runs out of disk stops with one error that names the cause (not a failed
+/// rollback), and leaves no seed user behind: the seed is one transaction.
+#[test]
+fn a_full_disk_stops_the_seed_with_the_cause() {
+    let disk = Tmpfs::mount("1m");
+    let file = disk.path().join("seed.sqlite3");
+    let url = file.to_str().expect("a UTF-8 temporary path").to_owned();
+    let started = std::time::Instant::now();
+    let output = seed_at(Some(&url), None, &["--users", "2000"]);
+    let elapsed = started.elapsed();
+    let stderr = stderr(&output);
+    eprintln!(
+        "seed on a 1 MiB disk: {} after {:.1} s; stderr:\n{stderr}",
+        output.status,
+        elapsed.as_secs_f64()
+    );
+    assert_one_clear_error(&output, "the database is out of storage");
+    assert!(stderr.contains("database or disk is full"), "{stderr}");
+    assert!(!stderr.contains("cannot rollback"), "{stderr}");
+
+    if file.exists() {
+        let mut connection = diesel::sqlite::SqliteConnection::establish(&url).expect("open the seed's file");
+        let tables: Vec<Count> =
+            diesel::sql_query("SELECT count(*) AS count FROM sqlite_master WHERE type = 'table' AND name = 'users'")
+                .load(&mut connection)
+                .expect("look for the users table");
+        if tables.first().is_some_and(|tables| tables.count == 1) {
+            let users = diesel::sql_query("SELECT count(*) AS count FROM users")
+                .get_result::<Count>(&mut connection)
+                .expect("count the users")
+                .count;
+            assert_eq!(users, 0, "the failed seed left users behind");
+        }
+    }
+}

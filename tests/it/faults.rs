@@ -1,0 +1,801 @@
+//! The PostgreSQL fault suite ("no acknowledged write is ever lost"): writes acknowledged across
+//! fast, immediate and kill -9 restarts are all stored, a COMMIT that fails is an error, and the
+//! pool recovers when the server ends every connection.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection as _;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
+use domain::{AttendanceId, CheckIn, RegisterUser, UserId};
+use repo::{RepoError, Repositories as _, Scope, UnitOfWorkExt as _};
+use repo_diesel::repositories::DieselStore;
+use repo_diesel::{Database, DatabaseConfig, DatabaseTarget, DbConnection};
+use service::{AttendanceService, ServiceError};
+use test_fixtures::TestDb;
+
+use crate::cluster::PrivateCluster;
+use crate::support::new_user;
+
+const WRITER_THREADS: usize = 4;
+const USERS_PER_THREAD: usize = 8;
+/// The restarts, interleaved: 4 fast, 3 immediate, 3 kill -9 of the postmaster.
+const SCHEDULE: [Restart; 10] = [
+    Restart::Fast,
+    Restart::Immediate,
+    Restart::Kill,
+    Restart::Fast,
+    Restart::Kill,
+    Restart::Immediate,
+    Restart::Fast,
+    Restart::Kill,
+    Restart::Immediate,
+    Restart::Fast,
+];
+/// How long the writers get after a restart before giving up on them (the schedule goes on).
+const RECOVERY_LIMIT: Duration = Duration::from_secs(20);
+/// A bound on the writers whatever happens to the thread that would stop them.
+const WRITERS_LIMIT: Duration = Duration::from_secs(600);
+/// Pause after a failed call, so that a writer does not spin while the server is down.
+const BACKOFF: Duration = Duration::from_millis(10);
+
+#[test]
+fn acknowledged_writes_survive_restarts_with_the_checkout_ping() {
+    acknowledged_writes_survive_restarts(true);
+}
+
+#[test]
+fn acknowledged_writes_survive_restarts_without_the_checkout_ping() {
+    acknowledged_writes_survive_restarts(false);
+}
+
+#[test]
+fn a_commit_that_fails_in_a_deferred_trigger_is_an_error() {
+    let Some(database) = TestDb::postgres_migrated() else {
+        return;
+    };
+    let mut connection = database.connect();
+    connection
+        .batch_execute(
+            "CREATE FUNCTION test_fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 RAISE EXCEPTION 'test_fail_at_commit: refused at commit';
+             END
+             $$;
+             CREATE CONSTRAINT TRIGGER trg_test_fail_at_commit AFTER INSERT ON attendance
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_fail_at_commit();",
+        )
+        .expect("create the deferred trigger");
+    let store = DieselStore::new(Arc::new(database.database()));
+    let service = AttendanceService::new(store.clone());
+    let user = service
+        .register(&RegisterUser {
+            email: "deferred@example.com".into(),
+            full_name: "Deferred Trigger".into(),
+            password: test_fixtures::DEFAULT_PASSWORD.into(),
+        })
+        .expect("register a user (no trigger on users)");
+
+    let through_the_service = service.check_in(user.id, domain::time::now());
+    let rows_after_the_service = attendance_rows_of(&mut connection, user.id);
+    let through_the_unit_of_work = store.transact(|repositories| {
+        repositories.attendance().check_in(CheckIn {
+            user_id: user.id,
+            at: domain::time::now(),
+        })
+    });
+    let rows_after_the_unit_of_work = attendance_rows_of(&mut connection, user.id);
+    let _ = writeln!(
+        std::io::stderr(),
+        "deferred trigger: service check_in -> {through_the_service:?}, rows {rows_after_the_service}; \
+         transact check_in -> {through_the_unit_of_work:?}, rows {rows_after_the_unit_of_work}"
+    );
+
+    assert!(
+        through_the_service.is_err(),
+        "the COMMIT failed in the deferred trigger, yet the service acknowledged the check-in: \
+         {through_the_service:?}"
+    );
+    assert_eq!(
+        rows_after_the_service, 0,
+        "a check-in whose COMMIT failed left rows behind"
+    );
+    assert!(
+        through_the_unit_of_work.is_err(),
+        "the COMMIT failed in the deferred trigger, yet transact returned the check-in: {through_the_unit_of_work:?}"
+    );
+    assert_eq!(
+        rows_after_the_unit_of_work, 0,
+        "a unit of work whose COMMIT failed left rows behind"
+    );
+}
+
+#[test]
+fn the_pool_recovers_after_every_connection_is_terminated_with_the_checkout_ping() {
+    the_pool_recovers_after_every_connection_is_terminated(true);
+}
+
+#[test]
+fn the_pool_recovers_after_every_connection_is_terminated_without_the_checkout_ping() {
+    the_pool_recovers_after_every_connection_is_terminated(false);
+}
+
+/// How a restart takes the server down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Restart {
+    /// `pg_ctl restart -m fast`.
+    Fast,
+    /// `pg_ctl stop -m immediate`, then start: crash recovery on the way up.
+    Immediate,
+    /// `kill -9` of the postmaster, then start.
+    Kill,
+}
+
+impl Restart {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Immediate => "immediate",
+            Self::Kill => "kill -9",
+        }
+    }
+
+    fn apply(self, cluster: &PrivateCluster) {
+        match self {
+            Self::Fast => cluster.restart_fast(),
+            Self::Immediate => cluster.restart_immediate(),
+            Self::Kill => cluster.kill_postmaster(),
+        }
+    }
+}
+
+/// A write the service acknowledged, with what it returned.
+#[derive(Debug, Clone, Copy)]
+enum Acknowledged {
+    CheckIn {
+        id: AttendanceId,
+        user_id: UserId,
+        at: DateTime<Utc>,
+    },
+    CheckOut {
+        id: AttendanceId,
+        at: DateTime<Utc>,
+    },
+}
+
+/// What one writer thread saw.
+#[derive(Default)]
+struct Ledger {
+    acknowledged: Vec<Acknowledged>,
+    /// Failed calls by error variant, with the first message of each.
+    errors: BTreeMap<&'static str, (usize, String)>,
+    /// `NotFound` from a check-out whose user's state was unknown: the earlier failed
+    /// check-out had committed after all. Not a loss.
+    expected_consequences: usize,
+    panics: usize,
+}
+
+impl Ledger {
+    fn record_error(&mut self, error: &ServiceError) {
+        let entry = self
+            .errors
+            .entry(service_error_kind(error))
+            .or_insert_with(|| (0, error.to_string()));
+        entry.0 += 1;
+    }
+}
+
+/// What a writer knows about one of its users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UserState {
+    /// No open record: check in next.
+    Closed,
+    /// An acknowledged open record: check out next.
+    Open,
+    /// A call failed and may or may not have committed: check out next, and a `NotFound`
+    /// then means there was nothing open.
+    Unknown,
+}
+
+/// One restart of the schedule, as it happened.
+struct RestartRecord {
+    mode: Restart,
+    /// When the restart was begun.
+    begun: Instant,
+    /// When the server accepted connections again.
+    ready: Instant,
+    /// The first successful service call after `ready`, if one came within `RECOVERY_LIMIT`.
+    recovered: Option<Instant>,
+}
+
+/// Sets the flag when dropped, so that the writers stop even when the schedule panics.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A row as the server stores it, read back without the repositories.
+#[derive(QueryableByName)]
+struct StoredAttendance {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    user_id: String,
+    #[diesel(sql_type = Timestamptz)]
+    check_in_time: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    check_out_time: Option<DateTime<Utc>>,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+#[derive(QueryableByName)]
+struct Terminated {
+    #[diesel(sql_type = Bool)]
+    terminated: bool,
+}
+
+/// A restart run as it happened: what the writers saw, the restarts, every success.
+struct Run {
+    ledger: Ledger,
+    restarts: Vec<RestartRecord>,
+    /// The moment of every successful service call, in order.
+    successes: Vec<Instant>,
+}
+
+/// The acknowledged writes checked against the table.
+struct Verification {
+    check_ins: usize,
+    check_outs: usize,
+    /// One line per acknowledged write that is missing or different.
+    lost: Vec<String>,
+}
+
+fn acknowledged_writes_survive_restarts(test_on_check_out: bool) {
+    let started = Instant::now();
+    let cluster = PrivateCluster::start();
+    cluster
+        .admin()
+        .batch_execute("CREATE DATABASE app")
+        .expect("create database app");
+    let url = cluster.url("app");
+    let mut config = DatabaseConfig::new(DatabaseTarget::postgres_url(&url).expect("a valid PostgreSQL URL"));
+    config.pool.test_on_check_out = test_on_check_out;
+    config.pool.max_size = 8;
+    config.pool.connection_timeout = Duration::from_secs(1);
+    let database = Database::connect(config).expect("a pool on the private cluster");
+    database.migrate().expect("migrations apply");
+    let store = DieselStore::new(Arc::new(database));
+    let service = AttendanceService::new(store.clone());
+    let users = register_writers_users(&service);
+
+    let run = write_through_the_schedule(&cluster, &service, &users);
+    let verification = verify(&url, &run.ledger);
+
+    let ping = if test_on_check_out { "on" } else { "off" };
+    let report = report(ping, &run, &verification, started.elapsed());
+    let _ = write!(std::io::stderr(), "{report}");
+
+    let error_count = |kind: &str| run.ledger.errors.get(kind).map_or(0, |(count, _)| *count);
+    let unexpected_errors: usize = run
+        .ledger
+        .errors
+        .iter()
+        .filter(|(kind, _)| !matches!(**kind, "unavailable" | "timeout"))
+        .map(|(_, (count, _))| count)
+        .sum();
+    let unrecovered: Vec<String> = run
+        .restarts
+        .iter()
+        .enumerate()
+        .filter(|(_, restart)| restart.recovered.is_none())
+        .map(|(index, restart)| format!("#{} ({})", index + 1, restart.mode.name()))
+        .collect();
+    let lost = &verification.lost;
+    assert_eq!(run.ledger.panics, 0, "writer panics; {report}");
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, first: {:?}; {report}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert_eq!(
+        error_count("internal"),
+        0,
+        "errors while the server restarts must be Unavailable or Timeout, not Internal; {report}"
+    );
+    assert_eq!(
+        unexpected_errors, 0,
+        "errors other than Unavailable and Timeout; {report}"
+    );
+    assert!(
+        unrecovered.is_empty(),
+        "the writers had no success within {RECOVERY_LIMIT:?} after restarts {unrecovered:?}; {report}"
+    );
+    assert!(
+        verification.check_ins > 0 && verification.check_outs > 0,
+        "the writers wrote nothing; {report}"
+    );
+}
+
+/// `USERS_PER_THREAD` users for each writer thread.
+fn register_writers_users(service: &AttendanceService<DieselStore>) -> Vec<Vec<UserId>> {
+    (0..WRITER_THREADS)
+        .map(|thread| {
+            (0..USERS_PER_THREAD)
+                .map(|user| {
+                    let input = RegisterUser {
+                        email: format!("writer{thread}-user{user}@example.com"),
+                        full_name: format!("Writer {thread} User {user}"),
+                        password: test_fixtures::DEFAULT_PASSWORD.into(),
+                    };
+                    service.register(&input).expect("register a writer's user").id
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs the writers, one thread per list of users, while the cluster goes through `SCHEDULE`.
+fn write_through_the_schedule(
+    cluster: &PrivateCluster,
+    service: &AttendanceService<DieselStore>,
+    users: &[Vec<UserId>],
+) -> Run {
+    let stop = AtomicBool::new(false);
+    let successes: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
+    let writers_deadline = Instant::now() + WRITERS_LIMIT;
+    let mut restarts: Vec<RestartRecord> = Vec::new();
+    let joined: Vec<thread::Result<Ledger>> = thread::scope(|scope| {
+        let (stop, successes) = (&stop, &successes);
+        let handles: Vec<_> = users
+            .iter()
+            .map(|own_users| {
+                scope.spawn(move || write_until_stopped(service, own_users, stop, successes, writers_deadline))
+            })
+            .collect();
+        let stop_guard = StopOnDrop(stop);
+        thread::sleep(write_window(SCHEDULE.len()));
+        for (index, mode) in SCHEDULE.into_iter().enumerate() {
+            let begun = Instant::now();
+            mode.apply(cluster);
+            let ready = cluster.wait_ready();
+            let recovered = first_success_after(successes, ready, RECOVERY_LIMIT);
+            restarts.push(RestartRecord {
+                mode,
+                begun,
+                ready,
+                recovered,
+            });
+            thread::sleep(write_window(index));
+        }
+        drop(stop_guard);
+        handles.into_iter().map(thread::ScopedJoinHandle::join).collect()
+    });
+
+    let mut ledger = Ledger::default();
+    for outcome in joined {
+        match outcome {
+            Ok(thread_ledger) => {
+                ledger.acknowledged.extend(thread_ledger.acknowledged);
+                for (kind, (count, message)) in thread_ledger.errors {
+                    ledger.errors.entry(kind).or_insert((0, message)).0 += count;
+                }
+                ledger.expected_consequences += thread_ledger.expected_consequences;
+                ledger.panics += thread_ledger.panics;
+            }
+            Err(_) => ledger.panics += 1,
+        }
+    }
+    Run {
+        ledger,
+        restarts,
+        successes: successes.into_inner().unwrap_or_else(PoisonError::into_inner),
+    }
+}
+
+/// Checks every acknowledged write against what the server stored, on a fresh connection and
+/// without the repositories under test.
+fn verify(url: &str, ledger: &Ledger) -> Verification {
+    let mut connection = PgConnection::establish(url).expect("a fresh connection to the private cluster");
+    let stored: HashMap<String, StoredAttendance> = diesel::sql_query(
+        "SELECT id::text AS id, user_id::text AS user_id, check_in_time, check_out_time FROM attendance",
+    )
+    .load::<StoredAttendance>(&mut connection)
+    .expect("read back the attendance table")
+    .into_iter()
+    .map(|row| (row.id.clone(), row))
+    .collect();
+    let mut verification = Verification {
+        check_ins: 0,
+        check_outs: 0,
+        lost: Vec::new(),
+    };
+    for write in &ledger.acknowledged {
+        match *write {
+            Acknowledged::CheckIn { id, user_id, at } => {
+                verification.check_ins += 1;
+                match stored.get(&id.to_string()) {
+                    Some(row) if row.user_id == user_id.to_string() && row.check_in_time == at => {}
+                    Some(row) => verification.lost.push(format!(
+                        "check-in {id}: acknowledged user {user_id} at {at}, stored user {} at {}",
+                        row.user_id, row.check_in_time
+                    )),
+                    None => verification
+                        .lost
+                        .push(format!("check-in {id} of user {user_id} at {at}: no row")),
+                }
+            }
+            Acknowledged::CheckOut { id, at } => {
+                verification.check_outs += 1;
+                match stored.get(&id.to_string()) {
+                    Some(row) if row.check_out_time == Some(at) => {}
+                    Some(row) => verification.lost.push(format!(
+                        "check-out {id}: acknowledged at {at}, stored {:?}",
+                        row.check_out_time
+                    )),
+                    None => verification.lost.push(format!("check-out {id} at {at}: no row")),
+                }
+            }
+        }
+    }
+    verification
+}
+
+/// The figures of a run, one per line, under `fault suite (checkout ping on|off):`.
+fn report(ping: &str, run: &Run, verification: &Verification, elapsed: Duration) -> String {
+    let mut restarts_by_mode: BTreeMap<Restart, usize> = BTreeMap::new();
+    for restart in &run.restarts {
+        *restarts_by_mode.entry(restart.mode).or_default() += 1;
+    }
+    let recovery_ms: Vec<u128> = run
+        .restarts
+        .iter()
+        .filter_map(|restart| restart.recovered.map(|at| at.duration_since(restart.ready).as_millis()))
+        .collect();
+    // `pg_ctl -w` and `pg_isready` notice readiness late (pg_ctl polls ten times a second), so
+    // writers can succeed before `ready`; the outage, the longest time with no success around
+    // the restart, is measured from the writers' side only.
+    let outage_ms: Vec<u128> = run
+        .restarts
+        .iter()
+        .filter_map(|restart| {
+            restart
+                .recovered
+                .map(|recovered| longest_gap(&run.successes, restart.begun, recovered))
+        })
+        .collect();
+    let join = |parts: Vec<String>| {
+        if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    };
+    let mut report = String::new();
+    let _ = writeln!(report, "fault suite (checkout ping {ping}):");
+    let _ = writeln!(
+        report,
+        "  restarts by mode: {}",
+        join(
+            restarts_by_mode
+                .iter()
+                .map(|(mode, count)| format!("{} {count}", mode.name()))
+                .collect()
+        )
+    );
+    let _ = writeln!(report, "  acknowledged check-ins: {}", verification.check_ins);
+    let _ = writeln!(report, "  acknowledged check-outs: {}", verification.check_outs);
+    let _ = writeln!(report, "  lost: {}", verification.lost.len());
+    let _ = writeln!(report, "  panics: {}", run.ledger.panics);
+    let _ = writeln!(
+        report,
+        "  errors by variant: {}",
+        join(
+            run.ledger
+                .errors
+                .iter()
+                .map(|(kind, (count, first))| format!("{kind} {count} (first: {})", one_line(first)))
+                .collect()
+        )
+    );
+    let _ = writeln!(
+        report,
+        "  expected consequences (check-out NotFound after an unknown outcome): {}",
+        run.ledger.expected_consequences
+    );
+    let _ = writeln!(
+        report,
+        "  recovery after ready, per restart (ms): {}",
+        join(
+            run.restarts
+                .iter()
+                .map(|restart| {
+                    let recovery = restart.recovered.map_or_else(
+                        || "none".to_owned(),
+                        |at| at.duration_since(restart.ready).as_millis().to_string(),
+                    );
+                    format!("{} {recovery}", restart.mode.name())
+                })
+                .collect()
+        )
+    );
+    let _ = writeln!(
+        report,
+        "  recovery after ready, min / median / max (ms): {}",
+        min_median_max(recovery_ms)
+    );
+    let _ = writeln!(
+        report,
+        "  write outage (longest time without a success around a restart), min / median / max (ms): {}",
+        min_median_max(outage_ms)
+    );
+    let _ = writeln!(report, "  test time: {:.1} s", elapsed.as_secs_f64());
+    report
+}
+
+/// 0.5, 1.0 or 1.5 s of writing, by position in the schedule.
+fn write_window(index: usize) -> Duration {
+    let step = u64::try_from(index % 3).expect("a small index");
+    Duration::from_millis(500 + 500 * step)
+}
+
+/// One writer: cycles over its users, checking each in and out, until told to stop.
+fn write_until_stopped(
+    service: &AttendanceService<DieselStore>,
+    users: &[UserId],
+    stop: &AtomicBool,
+    successes: &Mutex<Vec<Instant>>,
+    deadline: Instant,
+) -> Ledger {
+    let mut ledger = Ledger::default();
+    let mut states = vec![UserState::Closed; users.len()];
+    let mut index = 0;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        let slot = index % users.len();
+        index += 1;
+        let (user_id, state) = (users[slot], states[slot]);
+        let checking_in = state == UserState::Closed;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            if checking_in {
+                service.check_in(user_id, domain::time::now())
+            } else {
+                service.check_out(user_id, domain::time::now())
+            }
+        }));
+        states[slot] = match outcome {
+            Err(_) => {
+                ledger.panics += 1;
+                UserState::Unknown
+            }
+            Ok(Ok(attendance)) => {
+                successes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Instant::now());
+                if checking_in {
+                    ledger.acknowledged.push(Acknowledged::CheckIn {
+                        id: attendance.id,
+                        user_id: attendance.user_id,
+                        at: attendance.check_in_time,
+                    });
+                    UserState::Open
+                } else {
+                    match attendance.check_out_time {
+                        Some(at) => ledger
+                            .acknowledged
+                            .push(Acknowledged::CheckOut { id: attendance.id, at }),
+                        None => ledger.record_error(&ServiceError::Repo(RepoError::Internal(format!(
+                            "check-out of {} returned no check_out_time",
+                            attendance.id
+                        )))),
+                    }
+                    UserState::Closed
+                }
+            }
+            // Nothing is open: the failed check-in had not committed, or the failed check-out had.
+            // (A check-in is only tried from `Closed`, so a `Conflict` is never expected here.)
+            Ok(Err(ServiceError::Repo(RepoError::NotFound { .. }))) if state == UserState::Unknown => {
+                ledger.expected_consequences += 1;
+                UserState::Closed
+            }
+            Ok(Err(error)) => {
+                ledger.record_error(&error);
+                thread::sleep(BACKOFF);
+                UserState::Unknown
+            }
+        };
+    }
+    ledger
+}
+
+/// The longest time between two successes from the last one before `begun` to `recovered`.
+fn longest_gap(successes: &[Instant], begun: Instant, recovered: Instant) -> u128 {
+    let first = successes.partition_point(|at| *at < begun).saturating_sub(1);
+    let last = successes.partition_point(|at| *at <= recovered);
+    successes
+        .get(first..last)
+        .unwrap_or_default()
+        .windows(2)
+        .map(|pair| pair[1].duration_since(pair[0]).as_millis())
+        .max()
+        .unwrap_or(0)
+}
+
+/// `message` with every run of whitespace (the server's multi-line messages) made one space.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `min / median / max` of some milliseconds, `-` for none.
+fn min_median_max(mut values: Vec<u128>) -> String {
+    values.sort_unstable();
+    match (values.first(), values.get(values.len() / 2), values.last()) {
+        (Some(min), Some(median), Some(max)) => format!("{min} / {median} / {max}"),
+        _ => "- / - / -".to_owned(),
+    }
+}
+
+/// Waits, at most `limit`, for a successful service call at or after `ready`.
+fn first_success_after(successes: &Mutex<Vec<Instant>>, ready: Instant, limit: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        {
+            let successes = successes.lock().unwrap_or_else(PoisonError::into_inner);
+            // Pushed under the lock, so in order.
+            let first = successes.partition_point(|at| *at < ready);
+            if let Some(at) = successes.get(first) {
+                return Some(*at);
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn service_error_kind(error: &ServiceError) -> &'static str {
+    match error {
+        ServiceError::Repo(error) => repo_error_kind(error),
+        ServiceError::Inactive(_) => "service inactive",
+        ServiceError::WrongPassword => "service wrong_password",
+    }
+}
+
+fn repo_error_kind(error: &RepoError) -> &'static str {
+    match error {
+        RepoError::Unavailable(_) => "unavailable",
+        RepoError::Timeout(_) => "timeout",
+        RepoError::Internal(_) => "internal",
+        RepoError::NotFound { .. } => "not_found",
+        RepoError::Conflict { .. } => "conflict",
+        RepoError::Validation { .. } => "validation",
+        RepoError::StorageFull(_) => "storage_full",
+    }
+}
+
+/// Attendance rows of `user_id`, soft-deleted or not.
+fn attendance_rows_of(connection: &mut DbConnection, user_id: UserId) -> i64 {
+    let DbConnection::Pg(connection) = connection else {
+        panic!("the deferred-trigger test runs on PostgreSQL");
+    };
+    diesel::sql_query("SELECT count(*) AS count FROM attendance WHERE user_id = $1::text::uuid")
+        .bind::<Text, _>(user_id.to_string())
+        .get_result::<Count>(connection)
+        .expect("count the user's attendance")
+        .count
+}
+
+fn the_pool_recovers_after_every_connection_is_terminated(test_on_check_out: bool) {
+    const POOL_SIZE: u32 = 4;
+    const CALLS: usize = 12;
+    let Some(database) = TestDb::postgres_migrated() else {
+        return;
+    };
+    let name = database
+        .postgres_name()
+        .expect("a PostgreSQL database has a name")
+        .to_owned();
+    let mut config = database.config();
+    config.pool.max_size = POOL_SIZE;
+    config.pool.min_idle = POOL_SIZE;
+    config.pool.test_on_check_out = test_on_check_out;
+    let store = DieselStore::new(Arc::new(Database::connect(config).expect("a pool")));
+    let user = store
+        .users()
+        .create(new_user("pool-recovery@example.com", "Pool Recovery"))
+        .expect("create a user");
+
+    // Every pooled connection open and used once.
+    let held: Vec<_> = (0..POOL_SIZE)
+        .map(|_| store.database().get().expect("a pooled connection"))
+        .collect();
+    drop(held);
+
+    let mut admin = TestDb::postgres_admin().expect("an admin connection to the shared server");
+    let terminated: Vec<Terminated> = diesel::sql_query(
+        "SELECT pg_terminate_backend(pid) AS terminated FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind::<Text, _>(&name)
+    .load(&mut admin)
+    .expect("terminate the database's backends");
+    let terminated = terminated.iter().filter(|row| row.terminated).count();
+    // The backends exit asynchronously; wait (boundedly) until they are gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let remaining = diesel::sql_query("SELECT count(*) AS count FROM pg_stat_activity WHERE datname = $1")
+            .bind::<Text, _>(&name)
+            .get_result::<Count>(&mut admin)
+            .expect("count the database's backends")
+            .count;
+        if remaining == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{remaining} backends of {name} still there 10 s after pg_terminate_backend"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+
+    let outcomes: Vec<Result<(), RepoError>> = (0..CALLS)
+        .map(|_| store.users().get(user.id, Scope::Live).map(|_| ()))
+        .collect();
+    let failures: Vec<(usize, &RepoError)> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(call, outcome)| outcome.as_ref().err().map(|error| (call, error)))
+        .collect();
+    let ping = if test_on_check_out { "on" } else { "off" };
+    let _ = writeln!(
+        std::io::stderr(),
+        "pool recovery (checkout ping {ping}): terminated {terminated} backends; {} of {CALLS} calls failed: \
+         {failures:?}",
+        failures.len()
+    );
+
+    assert!(
+        terminated >= 4,
+        "expected the pool's {POOL_SIZE} connections to be terminated, got {terminated}"
+    );
+    for (call, error) in &failures {
+        assert!(
+            matches!(error, RepoError::Unavailable(_)),
+            "call {call} on a terminated connection failed with {} instead of Unavailable: {error:?}",
+            repo_error_kind(error)
+        );
+    }
+    assert!(
+        failures.len() <= 4,
+        "at most one failure per pooled connection, got {}: {failures:?}",
+        failures.len()
+    );
+    assert!(
+        outcomes[CALLS - 8..].iter().all(Result::is_ok),
+        "the last 8 calls must succeed: {outcomes:?}"
+    );
+    if test_on_check_out {
+        assert!(
+            failures.is_empty(),
+            "with the checkout ping no call may fail: {failures:?}"
+        );
+    }
+}
