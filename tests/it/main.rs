@@ -1,6 +1,6 @@
-//! The workspace's one integration test binary. Every database test runs against SQLite and,
-//! when `TEST_DATABASE_URL` is set, PostgreSQL; `REQUIRE_POSTGRES=1` turns a missing server into
-//! a failure (CI sets it).
+//! The workspace's one integration test binary. Every database test runs against SQLite and
+//! PostgreSQL (found by `test_fixtures::TestDb`: `TEST_DATABASE_URL`, a container, or the local
+//! server; none fails the PostgreSQL tests). `faults` runs PostgreSQL clusters of its own.
 
 mod attendance;
 mod bad_input;

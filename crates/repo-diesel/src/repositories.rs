@@ -156,9 +156,11 @@ impl<'c> TransactionConnection<'c> {
                 self.poison(&error);
                 Err(error)
             }
-            // The call's own error says what went wrong; the transaction is lost with it.
+            // The call's own error says what went wrong (SQLite rolls the whole transaction back
+            // by itself on a full disk); the transaction is lost with it.
             (Err(error), Err(rollback_error)) => {
-                self.poison(&rollback_error);
+                tracing::warn!(%rollback_error, %error, "a failed call's savepoint could not be rolled back");
+                self.poison(&error);
                 Err(error)
             }
         }

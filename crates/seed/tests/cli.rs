@@ -588,22 +588,34 @@ fn a_full_disk_stops_the_seed_with_the_cause() {
         output.status,
         elapsed.as_secs_f64()
     );
+    // Checked first, so that a failure of the message checks below still shows whether data stayed.
+    let users_left = users_left_in(&file);
+    eprintln!(
+        "users left in {}: {users_left:?} (None: no file or no users table)",
+        file.display()
+    );
+    assert_eq!(users_left.unwrap_or(0), 0, "the failed seed left users behind");
     assert_one_clear_error(&output, "the database is out of storage");
     assert!(stderr.contains("database or disk is full"), "{stderr}");
     assert!(!stderr.contains("cannot rollback"), "{stderr}");
+}
 
-    if file.exists() {
-        let mut connection = diesel::sqlite::SqliteConnection::establish(&url).expect("open the seed's file");
-        let tables: Vec<Count> =
-            diesel::sql_query("SELECT count(*) AS count FROM sqlite_master WHERE type = 'table' AND name = 'users'")
-                .load(&mut connection)
-                .expect("look for the users table");
-        if tables.first().is_some_and(|tables| tables.count == 1) {
-            let users = diesel::sql_query("SELECT count(*) AS count FROM users")
-                .get_result::<Count>(&mut connection)
-                .expect("count the users")
-                .count;
-            assert_eq!(users, 0, "the failed seed left users behind");
-        }
+/// Rows in `users` of the SQLite file at `file`; `None` when there is no file or no such table.
+fn users_left_in(file: &Path) -> Option<i64> {
+    if !file.exists() {
+        return None;
     }
+    let url = file.to_str().expect("a UTF-8 temporary path");
+    let mut connection = diesel::sqlite::SqliteConnection::establish(url).expect("open the seed's file");
+    let tables =
+        diesel::sql_query("SELECT count(*) AS count FROM sqlite_master WHERE type = 'table' AND name = 'users'")
+            .get_result::<Count>(&mut connection)
+            .expect("look for the users table")
+            .count;
+    (tables == 1).then(|| {
+        diesel::sql_query("SELECT count(*) AS count FROM users")
+            .get_result::<Count>(&mut connection)
+            .expect("count the users")
+            .count
+    })
 }

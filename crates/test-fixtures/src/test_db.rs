@@ -1,9 +1,9 @@
 //! Test databases: one new database per test, on PostgreSQL or SQLite, removed when the test ends.
 //!
 //! PostgreSQL comes from, in this order: the server named by `TEST_DATABASE_URL`; a container
-//! started through testcontainers, one per test process (feature `container`); or nowhere, in
-//! which case the PostgreSQL tests say loudly that they did not run, and fail instead when
-//! `REQUIRE_POSTGRES=1`.
+//! started through testcontainers, one per test process (feature `container`); a local server
+//! found through libpq's defaults; or nowhere, in which case the PostgreSQL tests fail, saying
+//! what was tried (only `REQUIRE_POSTGRES=0` lets them return early, with a banner).
 
 use std::io::Write as _;
 use std::sync::{Once, OnceLock};
@@ -34,10 +34,10 @@ enum Cleanup {
 
 impl TestDb {
     /// A new, empty PostgreSQL database (made from `template0`), for tests of migrations
-    /// themselves. `None`, after saying so once, when no PostgreSQL is available.
+    /// themselves. `None`, after saying so once, only when no PostgreSQL is available and `REQUIRE_POSTGRES=0`.
     ///
     /// # Panics
-    /// When the server fails, or none is available and `REQUIRE_POSTGRES=1`.
+    /// When the server fails, or none is available (unless `REQUIRE_POSTGRES=0`).
     #[must_use]
     pub fn postgres() -> Option<Self> {
         let server = PostgresServer::get()?;
@@ -47,10 +47,10 @@ impl TestDb {
     /// A new PostgreSQL database with every migration applied: a copy of a template database
     /// that is migrated at most once per process (and kept on the server between runs, named by
     /// the digest of the embedded migrations, so an edited migration gets a new template).
-    /// `None`, after saying so once, when no PostgreSQL is available.
+    /// `None`, after saying so once, only when no PostgreSQL is available and `REQUIRE_POSTGRES=0`.
     ///
     /// # Panics
-    /// When the server fails, or none is available and `REQUIRE_POSTGRES=1`.
+    /// When the server fails, or none is available (unless `REQUIRE_POSTGRES=0`).
     #[must_use]
     pub fn postgres_migrated() -> Option<Self> {
         let server = PostgresServer::get()?;
@@ -98,7 +98,7 @@ impl TestDb {
     /// `None` when there is none (after saying so, as [`TestDb::postgres`] does).
     ///
     /// # Panics
-    /// When the server fails, or none is available and `REQUIRE_POSTGRES=1`.
+    /// When the server fails, or none is available (unless `REQUIRE_POSTGRES=0`).
     #[must_use]
     pub fn postgres_admin() -> Option<PgConnection> {
         PostgresServer::get().map(PostgresServer::admin)
