@@ -1,11 +1,13 @@
 //! The PostgreSQL fault suite ("no acknowledged write is ever lost"): writes acknowledged across
-//! fast, immediate and kill -9 restarts are all stored, a COMMIT that fails is an error, and the
-//! pool recovers when the server ends every connection.
+//! fast, immediate and kill -9 restarts are all stored, a COMMIT that fails is an error, the
+//! pool recovers when the server ends every connection, a full disk is `StorageFull` and keeps
+//! what was acknowledged, and errors keep their types (but one) under German server messages.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -18,7 +20,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 use domain::{AttendanceId, CheckIn, RegisterUser, UserId};
 use repo::{RepoError, Repositories as _, Scope, UnitOfWorkExt as _};
+use repo_diesel::bulk::{NewAttendanceRow, NewUserRow};
 use repo_diesel::repositories::DieselStore;
+use repo_diesel::sql_types::{DbTimestamp, DbUuid};
 use repo_diesel::{Database, DatabaseConfig, DatabaseTarget, DbConnection};
 use service::{AttendanceService, ServiceError};
 use test_fixtures::TestDb;
@@ -47,6 +51,11 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(20);
 const WRITERS_LIMIT: Duration = Duration::from_secs(600);
 /// Pause after a failed call, so that a writer does not spin while the server is down.
 const BACKOFF: Duration = Duration::from_millis(10);
+/// Free space the full-disk test leaves on its tmpfs after migrating, so that the users table
+/// fills it in a few hundred creates.
+const FREE_SPACE_LEFT: u64 = 256 * 1024;
+/// A bound on the creates of the full-disk test (the disk fills in a few hundred).
+const MAX_CREATES: usize = 100_000;
 
 #[test]
 fn acknowledged_writes_survive_restarts_with_the_checkout_ping() {
@@ -797,5 +806,333 @@ fn the_pool_recovers_after_every_connection_is_terminated(test_on_check_out: boo
             failures.is_empty(),
             "with the checkout ping no call may fail: {failures:?}"
         );
+    }
+}
+
+/// A full tablespace is `StorageFull` (nothing of the failed call written), every create that
+/// was acknowledged before it is stored and reads back, and a unit of work that runs into the
+/// full disk is `StorageFull` and rolled back as a whole.
+#[test]
+fn a_full_disk_on_postgres_is_storage_full_and_keeps_the_data() {
+    let started = Instant::now();
+    // Declared before the cluster, so that the cluster stops before the disk is unmounted, also
+    // when the test panics.
+    let disk = test_fixtures::SmallDisk::mount("8m", "postgres:postgres");
+    let location = disk.path().to_str().expect("a UTF-8 temporary path").to_owned();
+    assert!(
+        location
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || matches!(character, '/' | '_' | '-')),
+        "the tablespace location {location:?} is formatted into SQL: only [A-Za-z0-9/_-] are allowed"
+    );
+    let cluster = PrivateCluster::start();
+    let mut admin = cluster.admin();
+    admin
+        .batch_execute(&format!("CREATE TABLESPACE small LOCATION '{location}'"))
+        .expect("create the tablespace on the small disk");
+    admin
+        .batch_execute("CREATE DATABASE app TABLESPACE small")
+        .expect("create database app on the small disk");
+    drop(admin);
+    let url = cluster.url("app");
+    let database = Database::connect(DatabaseConfig::new(
+        DatabaseTarget::postgres_url(&url).expect("a valid PostgreSQL URL"),
+    ))
+    .expect("a pool on the private cluster");
+    database.migrate().expect("migrations apply");
+    let store = DieselStore::new(Arc::new(database));
+    let filler = disk.fill_leaving(FREE_SPACE_LEFT);
+
+    let (acknowledged, failure) = create_until_full(&store);
+    let RepoError::StorageFull(message) = &failure else {
+        panic!(
+            "a create on the full disk, after {} acknowledged creates, is not StorageFull: {failure:?}",
+            acknowledged.len()
+        );
+    };
+    let mut connection = PgConnection::establish(&url).expect("a fresh connection to the private cluster");
+    let stored = user_rows(&mut connection);
+    let unreadable: Vec<String> = acknowledged
+        .iter()
+        .filter_map(|id| match store.users().get(*id, Scope::Live) {
+            Ok(user) if user.id == *id => None,
+            Ok(user) => Some(format!("{id}: read back as {}", user.id)),
+            Err(error) => Some(format!("{id}: {error:?}")),
+        })
+        .collect();
+
+    let in_a_unit_of_work = store.transact(|repositories| {
+        for index in 0..MAX_CREATES {
+            repositories.users().create(new_user(
+                &format!("full-disk-transaction-{index}@example.com"),
+                &long_name(index),
+            ))?;
+        }
+        Ok(())
+    });
+    let stored_after_the_unit_of_work = user_rows(&mut connection);
+    let _ = writeln!(
+        std::io::stderr(),
+        "full disk on PostgreSQL: {} KiB free after migrating (filler {} KiB); {} creates acknowledged, then \
+         {failure:?}; {stored} rows stored; unreadable: {}; unit of work -> {in_a_unit_of_work:?}, rows after it \
+         {stored_after_the_unit_of_work}; {:.1} s",
+        FREE_SPACE_LEFT / 1024,
+        filler / 1024,
+        acknowledged.len(),
+        unreadable.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    assert!(
+        message.contains("No space left on device"),
+        "StorageFull without the server's cause: {message}"
+    );
+    assert!(!acknowledged.is_empty(), "not one create fitted on the disk");
+    assert_eq!(
+        usize::try_from(stored).expect("a row count"),
+        acknowledged.len(),
+        "rows stored against creates acknowledged"
+    );
+    assert!(
+        unreadable.is_empty(),
+        "acknowledged users that do not read back: {unreadable:?}"
+    );
+    assert!(
+        matches!(in_a_unit_of_work, Err(RepoError::StorageFull(_))),
+        "a unit of work on the full disk is not StorageFull: {in_a_unit_of_work:?}"
+    );
+    assert_eq!(
+        stored_after_the_unit_of_work, stored,
+        "the unit of work that failed on the full disk left rows behind"
+    );
+    drop(connection);
+    drop(store);
+    // Stopped before the disk is unmounted.
+    drop(cluster);
+    drop(disk);
+}
+
+/// The server's messages follow `lc_messages`. `map_error` classifies unique, check and
+/// foreign-key violations and lost connections by diesel's error kind (from the SQLSTATE, or
+/// the connection's state), so they keep their types under German messages; timeouts and a full
+/// disk it recognises by English message text (diesel exposes no SQLSTATE), so under German a
+/// lock timeout is `Internal`: the documented known gap, asserted exactly so that this test
+/// fails when the classification changes.
+#[test]
+fn errors_keep_their_types_when_the_server_speaks_german() {
+    assert!(
+        german_locale_installed(),
+        "the de_DE.UTF-8 locale is not installed (`locale -a` lists no de_DE.utf8): install it with \
+         `apt-get install locales`, add the line `de_DE.UTF-8 UTF-8` to /etc/locale.gen and run `locale-gen`"
+    );
+    // A new postmaster, started after the locale was generated, can switch to it.
+    let cluster = PrivateCluster::start();
+    let mut admin = cluster.admin();
+    let (store, url) = german_app(&cluster, &mut admin);
+    let user = store
+        .users()
+        .create(new_user("german@example.com", "Deutsche Meldungen"))
+        .expect("create a user");
+
+    // The messages really are German: the setting, and one raw message.
+    let mut raw = PgConnection::establish(&url).expect("a raw connection to database app");
+    let lc_messages = diesel::sql_query("SHOW lc_messages")
+        .get_result::<LcMessages>(&mut raw)
+        .expect("SHOW lc_messages")
+        .lc_messages;
+    let raw_duplicate = diesel::sql_query(
+        "INSERT INTO users (id, email, full_name, hashed_password)
+         VALUES (gen_random_uuid(), 'german@example.com', 'Raw Duplicate', '$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA')",
+    )
+    .execute(&mut raw);
+    let raw_message = match raw_duplicate {
+        Err(diesel::result::Error::DatabaseError(_, information)) => information.message().to_owned(),
+        other => panic!("a raw duplicate insert is not a database error: {other:?}"),
+    };
+
+    let duplicate = store.users().create(new_user("german@example.com", "Zweite Anmeldung"));
+    let (check_violation, foreign_key_violation) = bulk_violations(&store);
+
+    // A lock timeout: another session holds users in ACCESS EXCLUSIVE mode.
+    let mut holder = PgConnection::establish(&url).expect("a connection that holds the lock");
+    holder
+        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .expect("lock the users table");
+    let lock_timeout = store.users().get(user.id, Scope::Live);
+    holder.batch_execute("ROLLBACK").expect("release the lock");
+
+    // A lost connection: every backend of the database terminated, no checkout ping.
+    let held: Vec<_> = (0..2)
+        .map(|_| store.database().get().expect("a pooled connection"))
+        .collect();
+    drop(held);
+    drop(raw);
+    drop(holder);
+    terminate_backends_of(&mut admin, "app");
+    let lost_connection = store.users().get(user.id, Scope::Live);
+    let _ = writeln!(
+        std::io::stderr(),
+        "German messages: lc_messages = {lc_messages}; raw duplicate: {raw_message:?}\n  duplicate email -> \
+         {duplicate:?}\n  check violation -> {check_violation:?}\n  foreign-key violation -> \
+         {foreign_key_violation:?}\n  lock timeout -> {lock_timeout:?}\n  lost connection -> {lost_connection:?}"
+    );
+
+    assert_eq!(lc_messages, "de_DE.UTF-8");
+    assert!(
+        raw_message.contains("doppelter Schlüsselwert"),
+        "the server's messages are not German: {raw_message:?}"
+    );
+    assert!(
+        matches!(&duplicate, Err(RepoError::Conflict { constraint, .. }) if constraint == "uq_users_email"),
+        "a duplicate email under German messages: {duplicate:?}"
+    );
+    assert!(
+        matches!(&check_violation, Err(RepoError::Validation { field, .. }) if field == "email"),
+        "a check violation under German messages: {check_violation:?}"
+    );
+    assert!(
+        matches!(&foreign_key_violation, Err(RepoError::Conflict { constraint, .. })
+            if constraint == "fk_attendance_users"),
+        "a foreign-key violation under German messages: {foreign_key_violation:?}"
+    );
+    assert!(
+        matches!(&lost_connection, Err(RepoError::Unavailable(_))),
+        "a lost connection under German messages: {lost_connection:?}"
+    );
+    // The known gap: `map_error` recognises a lock timeout by the English "lock timeout", so the
+    // German message makes it `Internal`. When the classification no longer depends on the
+    // language, this assertion fails: make it `Timeout` then.
+    assert!(
+        matches!(&lock_timeout, Err(RepoError::Internal(message))
+            if message == "storniere Anfrage wegen Zeitüberschreitung einer Sperre"),
+        "a lock timeout under German messages (known gap: expected Internal with the German message): \
+         {lock_timeout:?}"
+    );
+}
+
+/// Database `app` on `cluster` with German server messages, migrated, and a store on it with a
+/// lock timeout of 100 ms, no checkout ping and two connections.
+fn german_app(cluster: &PrivateCluster, admin: &mut PgConnection) -> (DieselStore, String) {
+    admin.batch_execute("CREATE DATABASE app").expect("create database app");
+    admin
+        .batch_execute("ALTER DATABASE app SET lc_messages = 'de_DE.UTF-8'")
+        .expect("German messages in database app");
+    let url = cluster.url("app");
+    let mut config = DatabaseConfig::new(DatabaseTarget::postgres_url(&url).expect("a valid PostgreSQL URL"));
+    config.session.lock_timeout = Duration::from_millis(100);
+    config.pool.test_on_check_out = false;
+    config.pool.max_size = 2;
+    let database = Database::connect(config).expect("a pool on the private cluster");
+    database.migrate().expect("migrations apply");
+    (DieselStore::new(Arc::new(database)), url)
+}
+
+/// A user whose email breaks `chk_users_email_lowercase` and a record of a user that does not
+/// exist, each written with the bulk loader (the repositories validate both in Rust first).
+fn bulk_violations(store: &DieselStore) -> (Result<usize, RepoError>, Result<usize, RepoError>) {
+    let check_violation = {
+        let mut connection = store.database().get().expect("a pooled connection");
+        let now = DbTimestamp(domain::time::now());
+        repo_diesel::bulk::insert_users(
+            &mut connection,
+            &[NewUserRow {
+                id: DbUuid(uuid::Uuid::now_v7()),
+                email: "Upper.Case@Example.com".into(),
+                full_name: "Grossbuchstaben".into(),
+                hashed_password: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+                is_active: true,
+                created_at: now,
+                updated_at: now,
+                deleted_at: None,
+                deletion_batch_id: None,
+            }],
+        )
+    };
+    let foreign_key_violation = {
+        let mut connection = store.database().get().expect("a pooled connection");
+        let now = DbTimestamp(domain::time::now());
+        repo_diesel::bulk::insert_attendance(
+            &mut connection,
+            &[NewAttendanceRow {
+                id: DbUuid(uuid::Uuid::now_v7()),
+                user_id: DbUuid(uuid::Uuid::now_v7()),
+                check_in_time: now,
+                check_out_time: None,
+                created_at: now,
+                updated_at: now,
+                deleted_at: None,
+                deletion_batch_id: None,
+            }],
+        )
+    };
+    (check_violation, foreign_key_violation)
+}
+
+/// Creates users with 200-character names until a create fails: the acknowledged ids and the
+/// error.
+fn create_until_full(store: &DieselStore) -> (Vec<UserId>, RepoError) {
+    let mut acknowledged: Vec<UserId> = Vec::new();
+    for index in 0..MAX_CREATES {
+        match store
+            .users()
+            .create(new_user(&format!("full-disk-{index}@example.com"), &long_name(index)))
+        {
+            Ok(user) => acknowledged.push(user.id),
+            Err(error) => return (acknowledged, error),
+        }
+    }
+    panic!("{MAX_CREATES} creates fitted on the small disk");
+}
+
+#[derive(QueryableByName)]
+struct LcMessages {
+    #[diesel(sql_type = Text)]
+    lc_messages: String,
+}
+
+/// A valid name of the longest length, 200 characters.
+fn long_name(index: usize) -> String {
+    format!("{:x<200}", format!("Full Disk User {index:06} "))
+}
+
+fn user_rows(connection: &mut PgConnection) -> i64 {
+    diesel::sql_query("SELECT count(*) AS count FROM users")
+        .get_result::<Count>(connection)
+        .expect("count the users")
+        .count
+}
+
+/// Whether `locale -a` lists `de_DE.UTF-8` (as `de_DE.utf8`).
+fn german_locale_installed() -> bool {
+    let output = Command::new("locale").arg("-a").output().expect("locale -a runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .any(|line| matches!(line.trim().to_ascii_lowercase().as_str(), "de_de.utf8" | "de_de.utf-8"))
+}
+
+/// Terminates every backend of `database` and waits (at most 10 s) until they are gone.
+fn terminate_backends_of(admin: &mut PgConnection, database: &str) {
+    diesel::sql_query(
+        "SELECT pg_terminate_backend(pid) AS terminated FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind::<Text, _>(database)
+    .load::<Terminated>(admin)
+    .expect("terminate the database's backends");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let remaining = diesel::sql_query("SELECT count(*) AS count FROM pg_stat_activity WHERE datname = $1")
+            .bind::<Text, _>(database)
+            .get_result::<Count>(admin)
+            .expect("count the database's backends")
+            .count;
+        if remaining == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{remaining} backends of {database} still there 10 s after pg_terminate_backend"
+        );
+        thread::sleep(Duration::from_millis(10));
     }
 }

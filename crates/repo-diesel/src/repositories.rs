@@ -159,7 +159,7 @@ impl<'c> TransactionConnection<'c> {
             // The call's own error says what went wrong (SQLite rolls the whole transaction back
             // by itself on a full disk); the transaction is lost with it.
             (Err(error), Err(rollback_error)) => {
-                tracing::warn!(%rollback_error, %error, "a failed call's savepoint could not be rolled back");
+                tracing::debug!(%rollback_error, %error, "a failed call's savepoint could not be rolled back");
                 self.poison(&error);
                 Err(error)
             }

@@ -36,7 +36,10 @@ where
         }
         Err(error) => {
             if let Err(rollback_error) = Manager::rollback_transaction(connection) {
-                tracing::warn!(%rollback_error, %error, "the rollback after a failed transaction failed");
+                // Expected when SQLite has already rolled the transaction back itself (a full
+                // disk: "cannot rollback - no transaction is active") or the connection is gone;
+                // the work's error is the one that says why, so this is detail, not a warning.
+                tracing::debug!(%rollback_error, %error, "the rollback after a failed transaction failed");
             }
             Err(error)
         }

@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 
 mod builders;
+mod small_disk;
 mod test_db;
 
 pub use builders::{AttendanceBuilder, DEFAULT_PASSWORD, UserBuilder, default_password_hash};
 
+pub use small_disk::SmallDisk;
 pub use test_db::{TestDb, template_name};
