@@ -192,6 +192,13 @@ fn skewed_clocks(database: &TestDb) {
     let restored = store.attendance().restore(open.id).expect("restore the record");
     assert!(restored.updated_at >= restored.created_at);
 
+    // Only updated_at ahead (the last writer's clock ran ahead): it never moves back, whether the
+    // write path or the trigger sets it.
+    let dan = store.users().create(new_user("dan@example.com", "Dan")).expect("dan");
+    set_updated_at(&mut connection, *dan.id.as_uuid(), ahead);
+    let changed = store.users().set_active(dan.id, false).expect("deactivate");
+    assert!(changed.updated_at >= ahead, "updated_at moved back: {changed:?}");
+
     // A check-in racing the user's deletion: the deletion's clock was read before the check-in
     // committed. Allowed outcomes: the check-in is refused (NotFound) or goes with the deletion.
     for round in 0..50 {
@@ -248,6 +255,142 @@ fn set_created_at(connection: &mut DbConnection, table: &str, id: uuid::Uuid, at
             .execute(sqlite),
     };
     assert_eq!(updated.expect("update"), 1);
+}
+
+/// Sets only `updated_at` of a user, as a last writer with a clock at `at` would have.
+fn set_updated_at(connection: &mut DbConnection, id: uuid::Uuid, at: DateTime<Utc>) {
+    let at = at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let updated = match connection {
+        DbConnection::Pg(pg) => {
+            diesel::sql_query("UPDATE users SET updated_at = $1::timestamptz WHERE id = $2::text::uuid")
+                .bind::<Text, _>(at)
+                .bind::<Text, _>(id.to_string())
+                .execute(pg)
+        }
+        DbConnection::Sqlite(sqlite) => diesel::sql_query("UPDATE users SET updated_at = ?1 WHERE id = ?2")
+            .bind::<Text, _>(at)
+            .bind::<Binary, _>(id.as_bytes().to_vec())
+            .execute(sqlite),
+    };
+    assert_eq!(updated.expect("update"), 1);
+}
+
+conformance!(
+    a_record_restore_racing_its_users_deletion_is_refused,
+    restore_racing_deletion
+);
+
+/// A record deleted on its own is restored while a unit of work deletes its user: the restore
+/// waits for the deletion and refuses, so no live record is left under a deleted user.
+fn restore_racing_deletion(database: &TestDb) {
+    let store = store(database);
+    let ann = store.users().create(new_user("ann@example.com", "Ann")).expect("ann");
+    let record = store
+        .attendance()
+        .check_in(CheckIn {
+            user_id: ann.id,
+            at: domain::time::now() - TimeDelta::hours(1),
+        })
+        .expect("check in");
+    store
+        .attendance()
+        .soft_delete(record.id)
+        .expect("delete the record alone");
+    let deleting = Barrier::new(2);
+    let (deleted, restored) = std::thread::scope(|scope| {
+        let deletion = scope.spawn(|| {
+            store.transact(|repositories| {
+                let deleted = repositories.users().soft_delete(ann.id)?;
+                deleting.wait();
+                // The restore runs now, before this transaction commits.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                Ok::<_, RepoError>(deleted)
+            })
+        });
+        let restore = scope.spawn(|| {
+            deleting.wait();
+            store.attendance().restore(record.id)
+        });
+        (deletion.join().expect("no panic"), restore.join().expect("no panic"))
+    });
+    assert!(deleted.is_ok(), "{deleted:?}");
+    assert!(
+        matches!(&restored, Err(RepoError::Conflict { constraint, .. }) if constraint == "users.deleted_at"),
+        "{restored:?}"
+    );
+    assert!(store.attendance().get(record.id, Scope::OnlyDeleted).is_ok());
+    let mut connection = database.connect();
+    assert_eq!(count_live_attendance_of_deleted_users(&mut connection), 0);
+}
+
+/// PostgreSQL only (SQLite runs one write transaction at a time, so the two cannot interleave):
+/// a deadlock is a `Conflict` to retry, not `Internal`; a read-only database is `Unavailable`.
+#[test]
+fn deadlocks_and_read_only_databases_get_typed_errors_on_postgres() {
+    let Some(database) = TestDb::postgres_migrated() else {
+        return;
+    };
+    let store = store(&database);
+    let first = store
+        .users()
+        .create(new_user("first@example.com", "First"))
+        .expect("first");
+    let second = store
+        .users()
+        .create(new_user("second@example.com", "Second"))
+        .expect("second");
+    let halfway = Barrier::new(2);
+    let outcomes: Vec<Result<(), RepoError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = [(first.id, second.id), (second.id, first.id)]
+            .into_iter()
+            .map(|(one, other)| {
+                let (store, halfway) = (&store, &halfway);
+                scope.spawn(move || {
+                    store.transact(|repositories| {
+                        repositories.users().set_active(one, false)?;
+                        halfway.wait();
+                        repositories.users().set_active(other, false)?;
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().expect("no panic"))
+            .collect()
+    });
+    assert_eq!(
+        outcomes.iter().filter(|outcome| outcome.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|outcome| matches!(outcome, Err(RepoError::Conflict { constraint, .. }) if constraint == "deadlock")),
+        "{outcomes:?}"
+    );
+
+    let name = database.postgres_name().expect("a PostgreSQL database");
+    let mut admin = TestDb::postgres_admin().expect("the server");
+    // An identifier cannot be bound; the name is generated as test_<hex>.
+    assert!(
+        name.chars()
+            .all(|character| character.is_ascii_alphanumeric() || character == '_')
+    );
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut admin,
+        &format!("ALTER DATABASE \"{name}\" SET default_transaction_read_only = on"),
+    )
+    .expect("make the database read-only");
+    let read_only = DieselStore::new(Arc::new(database.database()));
+    let refused = read_only.users().create(new_user("third@example.com", "Third"));
+    assert!(
+        matches!(&refused, Err(RepoError::Unavailable(message)) if message.contains("read-only")),
+        "{refused:?}"
+    );
+    assert!(read_only.users().get(first.id, Scope::Live).is_ok(), "reads still work");
 }
 
 fn count_live_attendance_of_deleted_users(connection: &mut DbConnection) -> i64 {

@@ -339,8 +339,9 @@ pub(crate) fn map_error(error: DieselError) -> RepoError {
         other => return RepoError::Internal(other.to_string()),
     };
     let (kind, info) = info;
-    // libpq ends its own messages (a lost connection) with a newline.
-    let message = info.message().trim_end();
+    // libpq's own messages (a lost connection) span lines indented with tabs: one line here.
+    let message = info.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    let message = message.as_str();
     // PostgreSQL names the constraint; SQLite puts it (or the columns) in the message.
     let constraint = info
         .constraint_name()
@@ -374,6 +375,11 @@ pub(crate) fn map_error(error: DieselError) -> RepoError {
             constraint: "serialization".into(),
             message: "a concurrent transaction changed the same rows: retry".into(),
         },
+        // A standby after a failover, or default_transaction_read_only: no write can succeed here
+        // until the primary is back.
+        DatabaseErrorKind::ReadOnlyTransaction => {
+            RepoError::Unavailable(format!("the database is read-only: {message}"))
+        }
         // The server closed the connection, or libpq has none left to send on ("no connection to
         // the server"): a lost connection, not a bug.
         DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand => {
@@ -394,6 +400,12 @@ pub(crate) fn map_error(error: DieselError) -> RepoError {
         {
             RepoError::validation("input", message)
         }
+        // PostgreSQL SQLSTATE 40P01: two transactions waited for each other and the server
+        // ended this one. Like a serialization failure, retrying the transaction succeeds.
+        _ if message.contains("deadlock detected") => RepoError::Conflict {
+            constraint: "deadlock".into(),
+            message: "a concurrent transaction held what this one needed: retry".into(),
+        },
         _ if message.contains("statement timeout")
             || message.contains("lock timeout")
             || message.contains("database is locked") =>

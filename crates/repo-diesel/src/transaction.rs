@@ -20,7 +20,8 @@ type Manager = <DbConnection as diesel::Connection>::TransactionManager;
 /// - A failed COMMIT is the result (diesel rolls back what it left open).
 /// - When the rollback after a failed `work` fails too (SQLite rolls a transaction back by itself
 ///   on a full disk; a PostgreSQL connection may be gone), the work's error is returned, since it
-///   is the cause; the connection is then marked broken, and a pool drops it.
+///   is the cause. diesel marks the connection broken (and a pool drops it) unless the driver
+///   reported that the transaction had already ended, as SQLite's does.
 pub fn write_transaction<T, E>(
     connection: &mut DbConnection,
     work: impl FnOnce(&mut DbConnection) -> Result<T, E>,

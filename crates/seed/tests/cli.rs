@@ -85,7 +85,7 @@ fn baseline_flow(database: &TestDb) {
     let baseline = seed(database, &["--baseline"]);
     assert!(baseline.status.success(), "{}", stderr(&baseline));
     assert!(
-        stdout(&baseline).contains("recorded 4 migrations"),
+        stdout(&baseline).contains("recorded 5 migrations"),
         "{}",
         stdout(&baseline)
     );

@@ -333,7 +333,7 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
     fn restore(&self, id: AttendanceId) -> Result<Attendance, RepoError> {
         let now = DbTimestamp(domain::time::now());
         let outcome = self.connections.atomic(|connection| {
-            let found: Option<(Option<DbUuid>, Option<DbUuid>, Option<DbTimestamp>)> = attendance::table
+            let query = attendance::table
                 .inner_join(users::table)
                 .filter(attendance::id.eq(key(id)))
                 .filter(attendance::deleted_at.is_not_null())
@@ -341,9 +341,14 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
                     attendance::deletion_batch_id,
                     users::deletion_batch_id,
                     users::deleted_at,
-                ))
-                .first(connection)
-                .optional()?;
+                ));
+            // On PostgreSQL the rows are read FOR SHARE: a restore racing the user's soft delete
+            // waits for it and then sees the user deleted, as a check-in does (SQLite runs one
+            // write transaction at a time anyway).
+            let found: Option<(Option<DbUuid>, Option<DbUuid>, Option<DbTimestamp>)> = match connection {
+                DbConnection::Pg(pg) => query.for_share().first(pg).optional()?,
+                DbConnection::Sqlite(sqlite) => query.first(sqlite).optional()?,
+            };
             let Some((batch, user_batch, user_deleted_at)) = found else {
                 return Ok(RestoreOutcome::NotDeleted);
             };
