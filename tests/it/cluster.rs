@@ -139,27 +139,7 @@ impl PrivateCluster {
     /// # Panics
     /// When `pg_ctl restart` fails or times out.
     pub fn restart_fast(&self) {
-        let pg_ctl = self.bin.join("pg_ctl");
-        let data = self.data_dir();
-        let log = self.log_path();
-        let options = self.server_options();
-        let outcome = self.run_as_postgres(
-            &pg_ctl,
-            &[
-                "-D".as_ref(),
-                data.as_os_str(),
-                "-l".as_ref(),
-                log.as_os_str(),
-                "-o".as_ref(),
-                options.as_ref(),
-                "-m".as_ref(),
-                "fast".as_ref(),
-                "-w".as_ref(),
-                "-t".as_ref(),
-                PG_CTL_WAIT_SECONDS.as_ref(),
-                "restart".as_ref(),
-            ],
-        );
+        let outcome = self.pg_ctl_server("restart", Some("fast"));
         self.expect_success("pg_ctl restart -m fast", &outcome);
     }
 
@@ -308,25 +288,33 @@ impl PrivateCluster {
     }
 
     fn pg_ctl_start(&self) -> Outcome {
+        self.pg_ctl_server("start", None)
+    }
+
+    /// `pg_ctl <action>` with the server's data directory, log and options, waiting for it.
+    fn pg_ctl_server(&self, action: &str, mode: Option<&str>) -> Outcome {
         let pg_ctl = self.bin.join("pg_ctl");
         let data = self.data_dir();
         let log = self.log_path();
         let options = self.server_options();
-        self.run_as_postgres(
-            &pg_ctl,
-            &[
-                "-D".as_ref(),
-                data.as_os_str(),
-                "-l".as_ref(),
-                log.as_os_str(),
-                "-o".as_ref(),
-                options.as_ref(),
-                "-w".as_ref(),
-                "-t".as_ref(),
-                PG_CTL_WAIT_SECONDS.as_ref(),
-                "start".as_ref(),
-            ],
-        )
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "-D".as_ref(),
+            data.as_os_str(),
+            "-l".as_ref(),
+            log.as_os_str(),
+            "-o".as_ref(),
+            options.as_ref(),
+        ];
+        if let Some(mode) = mode {
+            args.extend::<[&std::ffi::OsStr; 2]>(["-m".as_ref(), mode.as_ref()]);
+        }
+        args.extend::<[&std::ffi::OsStr; 4]>([
+            "-w".as_ref(),
+            "-t".as_ref(),
+            PG_CTL_WAIT_SECONDS.as_ref(),
+            action.as_ref(),
+        ]);
+        self.run_as_postgres(&pg_ctl, &args)
     }
 
     fn pg_ctl_stop(&self, mode: &str) -> Outcome {
