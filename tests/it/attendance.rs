@@ -8,7 +8,10 @@ use std::sync::{Arc, Barrier};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use domain::{CheckIn, CheckOut, Email, User, UserId};
-use repo::{AttendanceRepository, PageRequest, RepoError, Repositories, Scope, TimeRange, UnitOfWork, UserRepository};
+use repo::{
+    AttendanceRepository, PageRequest, RepoError, Repositories, Scope, TimeRange, Total, TotalMode, UnitOfWork,
+    UserRepository,
+};
 use repo_diesel::repositories::{DieselAttendanceRepository, DieselStore, DieselUserRepository};
 use test_fixtures::TestDb;
 
@@ -277,12 +280,12 @@ fn reads_and_totals(database: &TestDb) {
             .iter()
             .all(|item| item.user.deleted_at.is_none() && item.attendance.deleted_at.is_none())
     );
-    assert_eq!(page.total, 5, "ann's five records; bob's went with him");
+    assert_eq!(page.total, Total::Exact(5), "ann's five records; bob's went with him");
     assert!(page.items.iter().any(|item| item.attendance.id == open.id));
 }
 
 conformance!(
-    a_page_of_attendance_with_its_user_takes_one_query,
+    a_page_of_attendance_with_its_user_takes_one_query_and_its_total_one_more,
     attendance_with_user_query_count
 );
 
@@ -301,15 +304,28 @@ fn attendance_with_user_query_count(database: &TestDb) {
             })
             .expect("in");
     }
-    for per_page in [3, 12] {
+    // One query for the page with its users, and one more for an exact total when the page
+    // does not show where the list ends.
+    for (per_page, mode, expected_queries, expected_total) in [
+        (3, TotalMode::Skip, 1, Total::NotCounted),
+        (3, TotalMode::Exact, 2, Total::Exact(12)),
+        (12, TotalMode::Exact, 1, Total::Exact(12)),
+    ] {
         queries.store(0, Ordering::SeqCst);
         let page = attendance
-            .list_with_user(Scope::Live, PageRequest::new(1, per_page).expect("valid"))
+            .list_with_user(
+                Scope::Live,
+                PageRequest::new(1, per_page).expect("valid").with_total(mode),
+            )
             .expect("page");
-        assert_eq!(queries.load(Ordering::SeqCst), 1, "one query for a page of {per_page}");
+        assert_eq!(
+            queries.load(Ordering::SeqCst),
+            expected_queries,
+            "queries for a page of {per_page} with {mode:?}"
+        );
         assert_eq!(
             (page.items.len(), page.total),
-            (usize::try_from(per_page).expect("small"), 12)
+            (usize::try_from(per_page).expect("small"), expected_total)
         );
         assert!(page.items.iter().all(|item| item.attendance.user_id == item.user.id));
     }
@@ -444,7 +460,7 @@ fn attendance_edges(database: &TestDb) {
         .list_with_user(Scope::Live, PageRequest::new(50, 10).expect("valid"))
         .expect("page");
     assert!(page.items.is_empty());
-    assert_eq!(page.total, 4);
+    assert_eq!(page.total, Total::Exact(4));
 }
 
 conformance!(

@@ -258,12 +258,15 @@ impl PrivateCluster {
         }
     }
 
-    fn log_len(&self) -> usize {
+    /// The length of the server log so far, to read what follows with [`Self::log_since`].
+    #[must_use]
+    pub fn log_len(&self) -> usize {
         std::fs::read(self.log_path()).map_or(0, |log| log.len())
     }
 
     /// What the server logged after the first `start` bytes.
-    fn log_since(&self, start: usize) -> String {
+    #[must_use]
+    pub fn log_since(&self, start: usize) -> String {
         std::fs::read(self.log_path())
             .map(|log| String::from_utf8_lossy(log.get(start..).unwrap_or_default()).into_owned())
             .unwrap_or_default()

@@ -120,7 +120,7 @@ fn migrated_postgres_test_databases_are_isolated_copies_of_a_locked_template_and
             repo::PageRequest::new(1, 10).expect("page"),
         )
         .expect("list");
-    assert_eq!(page.total, 0, "test databases share no rows");
+    assert_eq!(page.total, repo::Total::Exact(0), "test databases share no rows");
     drop((store, other));
 
     let (databases, templates) = server_databases(&mut admin);

@@ -1,11 +1,11 @@
 //! Migrations: every `down.sql` restores exactly the schema before its `up.sql`, and the two
 //! migration trees stay in lockstep.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use repo_diesel::Backend;
 use repo_diesel::catalog::{Catalog, ConstraintKind};
 use repo_diesel::migrations::{self, MigrationSet, SqlMigration};
+use repo_diesel::{Backend, DbConnection};
 use test_fixtures::TestDb;
 
 use crate::support::{migrated, on_both_backends};
@@ -51,7 +51,6 @@ on_both_backends!(the_catalog_sees_every_kind_of_change, catalog_sensitivity);
 /// leftovers a careless `down.sql` leaves behind.
 fn catalog_sensitivity(database: &TestDb) {
     use diesel::connection::SimpleConnection as _;
-    use repo_diesel::DbConnection;
 
     let mut connection = migrated(database);
     let baseline = Catalog::read(&mut connection).expect("catalog");
@@ -119,13 +118,34 @@ fn catalog_sensitivity(database: &TestDb) {
     }
 }
 
+/// Objects only PostgreSQL has, each by name (its facts, and those of everything on it, are
+/// left out of the comparison): the trigram index of substring search
+/// (`2026-12-01-000310_search_indexes_build`).
+const POSTGRES_ONLY: &[&str] = &["index idx_users_lower_email_lower_full_name_trgm"];
+
+/// Objects only SQLite has, each by name: its index of substring search, an FTS5 table with the
+/// key table that ties it to users and the triggers that keep it in step
+/// (`2026-12-01-000300_search_indexes`, `…000310_search_indexes_build`).
+const SQLITE_ONLY: &[&str] = &[
+    "table users_search",
+    "table users_search_keys",
+    "index uq_users_search_keys_user_id",
+    "trigger trg_users_search_delete",
+    "trigger trg_users_search_insert",
+    "trigger trg_users_search_update",
+];
+
 /// Both trees build the same logical schema after every migration, not only at the end: tables,
 /// columns (name, order, nullability, default, and the storage each backend uses for the same
-/// type), indexes with their predicates, constraints with their check expressions. Trigger
-/// bodies differ by nature (PL/pgSQL against SQLite's trigger language); their behaviour is
-/// tested on both backends in `schema::updated_at_is_maintained_by_the_database`.
+/// type), indexes with their predicates, constraints with their check expressions, except the
+/// objects each backend has on its own, named one by one in [`POSTGRES_ONLY`] and
+/// [`SQLITE_ONLY`]. Trigger bodies differ by nature (PL/pgSQL against SQLite's trigger
+/// language); their behaviour is tested on both backends in
+/// `schema::updated_at_is_maintained_by_the_database`.
 #[test]
 fn migration_trees_build_the_same_logical_schema() {
+    use diesel::connection::SimpleConnection as _;
+
     let Some(postgres_database) = TestDb::postgres() else {
         return;
     };
@@ -138,22 +158,78 @@ fn migration_trees_build_the_same_logical_schema() {
         let name = migration.name();
         migrations::apply_migration(&mut postgres, &postgres_set, name).expect("postgres migration");
         migrations::apply_migration(&mut sqlite, &sqlite_set, name).expect("sqlite migration");
-        let postgres_facts = logical(&Catalog::read(&mut postgres).expect("catalog"), Backend::Postgres);
-        let sqlite_facts = logical(&Catalog::read(&mut sqlite).expect("catalog"), Backend::Sqlite);
-        let only_postgres: Vec<_> = postgres_facts.difference(&sqlite_facts).collect();
-        let only_sqlite: Vec<_> = sqlite_facts.difference(&postgres_facts).collect();
+        let (only_postgres, only_sqlite) = differences(&mut postgres, &mut sqlite);
         assert!(
             only_postgres.is_empty() && only_sqlite.is_empty(),
             "after {name} the trees differ\nonly in postgres: {only_postgres:#?}\nonly in sqlite: {only_sqlite:#?}"
         );
     }
+
+    // Each object named as one backend's own exists there at head, and not on the other backend.
+    let postgres_facts = logical(&Catalog::read(&mut postgres).expect("catalog"), Backend::Postgres);
+    let sqlite_facts = logical(&Catalog::read(&mut sqlite).expect("catalog"), Backend::Sqlite);
+    for (own, other, declared) in [
+        (&postgres_facts, &sqlite_facts, POSTGRES_ONLY),
+        (&sqlite_facts, &postgres_facts, SQLITE_ONLY),
+    ] {
+        for object in declared {
+            assert!(
+                own.values().flatten().any(|owner| owner == object),
+                "{object} does not exist"
+            );
+            assert!(
+                !other.values().flatten().any(|owner| owner == object),
+                "{object} exists on both backends: it is not one backend's own"
+            );
+        }
+    }
+
+    // An object that only one backend has and that is not named still fails the comparison.
+    sqlite
+        .batch_execute(
+            "CREATE INDEX idx_users_full_name ON users (full_name); \
+             CREATE TABLE users_search_extra (id BLOB NOT NULL, CONSTRAINT pk_users_search_extra PRIMARY KEY (id)) STRICT",
+        )
+        .expect("undeclared objects");
+    let (_, only_sqlite) = differences(&mut postgres, &mut sqlite);
+    let reported = only_sqlite.join("\n");
+    for expected in ["index idx_users_full_name", "table users_search_extra"] {
+        assert!(reported.contains(expected), "{expected} not reported in:\n{reported}");
+    }
 }
 
-/// One line per logical fact, with each backend's spelling mapped to a shared one.
-fn logical(catalog: &Catalog, backend: Backend) -> BTreeSet<String> {
-    let mut facts = BTreeSet::new();
+/// The facts only PostgreSQL's and only SQLite's catalog holds, leaving out the objects each
+/// backend has on its own.
+fn differences(postgres: &mut DbConnection, sqlite: &mut DbConnection) -> (Vec<String>, Vec<String>) {
+    let shared = |facts: BTreeMap<String, [String; 2]>, own: &[&str]| -> BTreeSet<String> {
+        facts
+            .into_iter()
+            .filter(|(_, owners)| !owners.iter().any(|owner| own.contains(&owner.as_str())))
+            .map(|(fact, _)| fact)
+            .collect()
+    };
+    let postgres_facts = shared(
+        logical(&Catalog::read(postgres).expect("catalog"), Backend::Postgres),
+        POSTGRES_ONLY,
+    );
+    let sqlite_facts = shared(
+        logical(&Catalog::read(sqlite).expect("catalog"), Backend::Sqlite),
+        SQLITE_ONLY,
+    );
+    (
+        postgres_facts.difference(&sqlite_facts).cloned().collect(),
+        sqlite_facts.difference(&postgres_facts).cloned().collect(),
+    )
+}
+
+/// One line per logical fact, with each backend's spelling mapped to a shared one, and the two
+/// objects it belongs to: itself (`index <name>`, `trigger <name>`, or its table) and its table.
+fn logical(catalog: &Catalog, backend: Backend) -> BTreeMap<String, [String; 2]> {
+    let mut facts = BTreeMap::new();
+    let table_object = |name: &str| format!("table {name}");
     for table in &catalog.tables {
-        facts.insert(format!("table {}", table.name));
+        let owner = table_object(&table.name);
+        facts.insert(owner.clone(), [owner.clone(), owner.clone()]);
         for (position, column) in table.columns.iter().enumerate() {
             let storage = match (backend, column.data_type.as_str()) {
                 (Backend::Postgres, "uuid") | (Backend::Sqlite, "BLOB") => "uuid (BLOB on sqlite)",
@@ -167,10 +243,13 @@ fn logical(catalog: &Catalog, backend: Backend) -> BTreeSet<String> {
                 (_, other) => other,
             };
             let default = column.default.as_deref().map(normalise_default);
-            facts.insert(format!(
-                "column {}.{} #{position} {storage} nullable={} default={default:?}",
-                table.name, column.name, column.nullable
-            ));
+            facts.insert(
+                format!(
+                    "column {}.{} #{position} {storage} nullable={} default={default:?}",
+                    table.name, column.name, column.nullable
+                ),
+                [owner.clone(), owner.clone()],
+            );
         }
     }
     for index in &catalog.indexes {
@@ -178,13 +257,16 @@ fn logical(catalog: &Catalog, backend: Backend) -> BTreeSet<String> {
             continue; // Named by the engine on SQLite; the primary key constraint is compared.
         }
         let predicate = index.predicate.as_deref().map(normalise_expression);
-        facts.insert(format!(
-            "index {} on {}({}) unique={} where {predicate:?}",
-            index.name,
-            index.table,
-            index.columns.join(", "),
-            index.unique
-        ));
+        facts.insert(
+            format!(
+                "index {} on {}({}) unique={} where {predicate:?}",
+                index.name,
+                index.table,
+                index.columns.join(", "),
+                index.unique
+            ),
+            [format!("index {}", index.name), table_object(&index.table)],
+        );
     }
     for constraint in &catalog.constraints {
         // SQLite stores UUIDs and timestamps in plain BLOB and TEXT columns; its extra checks
@@ -199,18 +281,24 @@ fn logical(catalog: &Catalog, backend: Backend) -> BTreeSet<String> {
             ConstraintKind::Check => normalise_expression(constraint.definition.trim_start_matches("CHECK ")),
             _ => String::new(),
         };
-        facts.insert(format!(
-            "constraint {} {:?} {} ({}) references {:?} on delete {:?} {expression}",
-            constraint.table,
-            constraint.kind,
-            constraint.name,
-            constraint.columns.join(", "),
-            constraint.references,
-            constraint.on_delete
-        ));
+        facts.insert(
+            format!(
+                "constraint {} {:?} {} ({}) references {:?} on delete {:?} {expression}",
+                constraint.table,
+                constraint.kind,
+                constraint.name,
+                constraint.columns.join(", "),
+                constraint.references,
+                constraint.on_delete
+            ),
+            [table_object(&constraint.table), table_object(&constraint.table)],
+        );
     }
     for trigger in &catalog.triggers {
-        facts.insert(format!("trigger {} on {}", trigger.name, trigger.table));
+        facts.insert(
+            format!("trigger {} on {}", trigger.name, trigger.table),
+            [format!("trigger {}", trigger.name), table_object(&trigger.table)],
+        );
     }
     facts
 }

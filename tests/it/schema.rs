@@ -10,8 +10,9 @@ use test_fixtures::TestDb;
 
 use crate::support::{UserRow, insert_user, migrated, on_both_backends};
 
-/// Every name that breaks `idx_<table>_<columns>`, `uq_<table>_<columns>`, `pk_<table>`,
-/// `fk_<table>_<referenced table>`, `chk_<table>_<rule>` or `trg_<table>_<purpose>`.
+/// Every name that breaks `idx_<table>_<columns>` (`…_trgm` for a trigram index),
+/// `uq_<table>_<columns>`, `pk_<table>`, `fk_<table>_<referenced table>`, `chk_<table>_<rule>` or
+/// `trg_<table>_<purpose>`.
 fn naming_violations(catalog: &Catalog) -> Vec<String> {
     let mut violations = Vec::new();
     let mut expect = |what: &str, name: &str, ok: bool, expected: String| {
@@ -29,13 +30,42 @@ fn naming_violations(catalog: &Catalog) -> Vec<String> {
         if index.primary {
             continue; // Checked through its constraint, pk_<table>.
         }
+        // An expression key is named by its words (`lower(email)` is `lower_email`), and a trigram
+        // index says so (`_trgm`): it serves other queries than a B-tree on the same keys.
+        let columns: Vec<String> = index
+            .columns
+            .iter()
+            .map(|column| {
+                column
+                    .split(|character: char| !character.is_alphanumeric() && character != '_')
+                    .filter(|word| !word.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("_")
+            })
+            .collect();
+        let trigram = if index.definition.contains("gin_trgm_ops") {
+            "_trgm"
+        } else {
+            ""
+        };
         let expected = format!(
-            "{}_{}_{}",
+            "{}_{}_{}{trigram}",
             if index.unique { "uq" } else { "idx" },
             index.table,
-            index.columns.join("_")
+            columns.join("_")
         );
-        expect("index", &index.name, index.name == expected, expected.clone());
+        // Two indexes on the same columns for different soft-delete scopes name the scope.
+        let scoped = match index
+            .predicate
+            .as_deref()
+            .map(|predicate| predicate.to_lowercase().replace(['(', ')'], ""))
+        {
+            Some(predicate) if predicate == "deleted_at is null" => Some(format!("{expected}_live")),
+            Some(predicate) if predicate == "deleted_at is not null" => Some(format!("{expected}_deleted")),
+            _ => None,
+        };
+        let ok = index.name == expected || scoped.as_ref() == Some(&index.name);
+        expect("index", &index.name, ok, expected.clone());
     }
     for constraint in &catalog.constraints {
         let table = &constraint.table;
@@ -121,6 +151,16 @@ fn names_follow_the_convention(database: &TestDb) {
         assert!(
             text.contains("pk_badly_named"),
             "unnamed primary key not reported in:\n{text}"
+        );
+        connection
+            .batch_execute(
+                "CREATE INDEX users_name_search ON users USING gin (lower(full_name) extensions.gin_trgm_ops)",
+            )
+            .expect("trigram index");
+        let violations = naming_violations(&Catalog::read(&mut connection).expect("catalog")).join("\n");
+        assert!(
+            violations.contains("\"users_name_search\" should be idx_users_lower_full_name_trgm"),
+            "badly named trigram index not reported in:\n{violations}"
         );
     }
 }

@@ -8,12 +8,15 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use diesel::prelude::*;
 use domain::{Email, FullName, UserChanges, UserId};
-use repo::{Cursor, KeysetRequest, KeysetStart, PageRequest, RepoError, Scope, TimeRange, UserFilter, UserRepository};
-use repo_diesel::DbConnection;
+use repo::{
+    Cursor, KeysetRequest, KeysetStart, PageRequest, RepoError, Scope, TimeRange, Total, TotalMode, UserFilter,
+    UserRepository,
+};
 use repo_diesel::models::{AttendanceRow, UserRow};
 use repo_diesel::repositories::DieselUserRepository;
 use repo_diesel::schema::{attendance, users};
 use repo_diesel::sql_types::{DbTimestamp, DbUuid};
+use repo_diesel::{Backend, DbConnection};
 use test_fixtures::TestDb;
 
 use crate::support::{conformance, count_queries, migrated, new_user, password_hash as hash};
@@ -275,18 +278,49 @@ fn offset_lists(database: &TestDb) {
     let all = |scope| UserFilter { scope, search: None };
     let page = |page, per_page| PageRequest::new(page, per_page).expect("valid page");
 
-    assert_eq!(users.list(&all(Scope::Live), page(1, 10)).expect("list").total, 25);
+    assert_eq!(
+        users.list(&all(Scope::Live), page(1, 10)).expect("list").total,
+        Total::Exact(25)
+    );
     assert_eq!(
         users.list(&all(Scope::WithDeleted), page(1, 10)).expect("list").total,
-        26
+        Total::Exact(26)
     );
     let deleted = users.list(&all(Scope::OnlyDeleted), page(1, 10)).expect("list");
-    assert_eq!((deleted.total, deleted.items[0].id), (1, created[0].id));
+    assert_eq!((deleted.total, deleted.items[0].id), (Total::Exact(1), created[0].id));
 
     let third = users.list(&all(Scope::Live), page(3, 10)).expect("page 3");
-    assert_eq!((third.items.len(), third.total, third.total_pages), (5, 25, 3));
+    assert_eq!(
+        (third.items.len(), third.total, third.total_pages(), third.has_next),
+        (5, Total::Exact(25), Some(3), false)
+    );
     let past_end = users.list(&all(Scope::Live), page(9, 10)).expect("past the end");
-    assert_eq!((past_end.items.len(), past_end.total), (0, 25));
+    assert_eq!((past_end.items.len(), past_end.total), (0, Total::Exact(25)));
+    // Each kind of total, on a page that does not end the list and one past the end.
+    let second = |mode| {
+        users
+            .list(&all(Scope::Live), page(2, 10).with_total(mode))
+            .expect("page 2")
+    };
+    assert_eq!(
+        (second(TotalMode::Skip).total, second(TotalMode::Skip).has_next),
+        (Total::NotCounted, true)
+    );
+    assert_eq!(second(TotalMode::Exact).total, Total::Exact(25));
+    let estimate = second(TotalMode::Estimate).total;
+    match database.backend() {
+        // The planner's estimate, never below the 21 rows the page proves.
+        Backend::Postgres => assert!(matches!(estimate, Total::Estimate(n) if n >= 21), "{estimate:?}"),
+        // SQLite keeps no estimates: it counts.
+        Backend::Sqlite => assert_eq!(estimate, Total::Exact(25)),
+    }
+    let skipped_past_end = users
+        .list(&all(Scope::Live), page(9, 10).with_total(TotalMode::Skip))
+        .expect("past the end");
+    assert_eq!(
+        (skipped_past_end.total, skipped_past_end.has_next),
+        (Total::NotCounted, false)
+    );
     let ordered: Vec<UserId> = (1..=3)
         .flat_map(|n| users.list(&all(Scope::Live), page(n, 10)).expect("page").items)
         .map(|user| user.id)
@@ -314,7 +348,7 @@ fn offset_lists(database: &TestDb) {
     assert!(search("'; DROP TABLE users; --").is_empty());
     assert_eq!(
         users.list(&all(Scope::Live), page(1, 10)).expect("table intact").total,
-        25
+        Total::Exact(25)
     );
 }
 
@@ -418,7 +452,10 @@ fn keyset_pages(database: &TestDb) {
     assert_eq!(ids.len(), 19);
 }
 
-conformance!(a_page_of_users_with_attendance_takes_two_queries, eager_loading);
+conformance!(
+    a_page_of_users_with_attendance_takes_two_queries_and_its_total_one_more,
+    eager_loading
+);
 
 fn eager_loading(database: &TestDb) {
     let mut connection = migrated(database);
@@ -444,22 +481,29 @@ fn eager_loading(database: &TestDb) {
         },
     );
     let range = TimeRange::new(day - TimeDelta::days(1), day + TimeDelta::days(1)).expect("range");
-    for per_page in [5, 20] {
+    // Two queries whatever the page size (the page, then the attendance of all its users), and a
+    // third for an exact total when the page does not show where the list ends.
+    for (per_page, mode, expected_queries, expected_total) in [
+        (5, TotalMode::Skip, 2, Total::NotCounted),
+        (5, TotalMode::Exact, 3, Total::Exact(20)),
+        (20, TotalMode::Skip, 2, Total::Exact(20)),
+        (20, TotalMode::Exact, 2, Total::Exact(20)),
+    ] {
         queries.store(0, Ordering::SeqCst);
         let page = users
             .list_with_attendance(
                 &UserFilter::default(),
-                PageRequest::new(1, per_page).expect("valid"),
+                PageRequest::new(1, per_page).expect("valid").with_total(mode),
                 range,
             )
             .expect("eager load");
         assert_eq!(
             queries.load(Ordering::SeqCst),
-            2,
-            "two queries for a page of {per_page}"
+            expected_queries,
+            "queries for a page of {per_page} with {mode:?}"
         );
         assert_eq!(page.items.len(), usize::try_from(per_page).expect("small"));
-        assert_eq!(page.total, 20);
+        assert_eq!((page.total, page.has_next), (expected_total, per_page < 20));
         for item in &page.items {
             assert_eq!(
                 item.attendance.len(),

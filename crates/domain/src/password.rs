@@ -69,8 +69,9 @@ impl<'de> Deserialize<'de> for Password {
 pub struct PasswordHash(String);
 
 impl PasswordHash {
-    /// Wraps a stored hash, checking that it is an argon2id PHC string.
-    pub fn from_stored(phc: &str) -> Result<Self, ValidationError> {
+    /// Parses a hash from outside the database (an import, a file), checking that it is an
+    /// argon2id PHC string.
+    pub fn parse(phc: &str) -> Result<Self, ValidationError> {
         let parsed = PhcHash::new(phc).map_err(|_| ValidationError::new("hashed_password", "is not a PHC string"))?;
         if parsed.algorithm.as_str() != "argon2id" {
             return Err(ValidationError::new("hashed_password", "is not an argon2id hash"));
@@ -78,13 +79,27 @@ impl PasswordHash {
         Ok(Self(phc.to_owned()))
     }
 
-    /// Whether `password` is the one this hash was made from (in constant time).
+    /// Wraps a hash read back from the `users` table, without parsing the PHC string: it is
+    /// parsed when [`PasswordHash::verify`] needs it, which most reads never do.
+    ///
+    /// For stored rows only, never for input: every hash this project writes comes from
+    /// [`Password::hash`], and the database's own check holds every other writer to a string
+    /// that starts with `$argon2id$` (`chk_users_hashed_password_format`), not to a well-formed
+    /// PHC string. A stored hash that does not parse never verifies: `verify` returns false.
+    #[must_use]
+    pub fn from_stored(stored: String) -> Self {
+        Self(stored)
+    }
+
+    /// Whether `password` is the one this hash was made from (in constant time). A hash that is
+    /// not an argon2id PHC string verifies no password.
     #[must_use]
     pub fn verify(&self, password: &Password) -> bool {
         PhcHash::new(&self.0).is_ok_and(|hash| {
-            Argon2::default()
-                .verify_password(password.0.expose_secret().as_bytes(), &hash)
-                .is_ok()
+            hash.algorithm.as_str() == "argon2id"
+                && Argon2::default()
+                    .verify_password(password.0.expose_secret().as_bytes(), &hash)
+                    .is_ok()
         })
     }
 
@@ -113,7 +128,29 @@ mod tests {
         assert!(hash.verify(&password));
         assert!(!hash.verify(&Password::parse("wrong horse battery").expect("valid")));
         assert_ne!(password.hash().expect("hash"), hash, "a new salt every time");
-        assert_eq!(PasswordHash::from_stored(hash.as_phc()).expect("stored"), hash);
+        assert_eq!(PasswordHash::parse(hash.as_phc()).expect("a PHC string"), hash);
+        let stored = PasswordHash::from_stored(hash.as_phc().to_owned());
+        assert_eq!(stored, hash);
+        assert!(stored.verify(&password), "a stored hash verifies once parsed");
+    }
+
+    #[test]
+    fn a_stored_hash_that_does_not_parse_verifies_nothing() {
+        let password = Password::parse("correct horse battery").expect("valid");
+        // What chk_users_hashed_password_format lets through without being a PHC string.
+        assert!(!PasswordHash::from_stored("$argon2id$garbage".to_owned()).verify(&password));
+        assert!(!PasswordHash::from_stored(String::new()).verify(&password));
+        // A real hash of the same password made with another algorithm is refused too.
+        let argon2i = Argon2::new(
+            argon2::Algorithm::Argon2i,
+            argon2::Version::V0x13,
+            argon2::Params::default(),
+        )
+        .hash_password(b"correct horse battery", &SaltString::generate(&mut OsRng))
+        .expect("hash")
+        .to_string();
+        assert!(argon2i.starts_with("$argon2i$"), "{argon2i}");
+        assert!(!PasswordHash::from_stored(argon2i).verify(&password));
     }
 
     #[test]
@@ -130,7 +167,7 @@ mod tests {
             "password: must be at least 8 characters"
         );
         assert!(Password::parse(&"x".repeat(129)).is_err());
-        assert!(PasswordHash::from_stored("hunter2").is_err());
-        assert!(PasswordHash::from_stored("$2b$12$abcdefghijklmnopqrstuv").is_err());
+        assert!(PasswordHash::parse("hunter2").is_err());
+        assert!(PasswordHash::parse("$2b$12$abcdefghijklmnopqrstuv").is_err());
     }
 }

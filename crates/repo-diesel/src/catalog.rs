@@ -6,6 +6,8 @@
 //! Bookkeeping objects, whose names start with `__` (diesel's history table, the runner's state
 //! table, the baseline probe schema), are left out. PostgreSQL definitions are read with the
 //! current schema's name removed, so the same schema built under another name compares equal.
+//! SQLite shadow tables (the storage of a virtual table such as FTS5's) are listed as objects
+//! only: their layout belongs to the virtual table's module.
 
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Nullable, Text};
@@ -549,9 +551,16 @@ mod sqlite {
     }
 
     pub(super) fn read(connection: &mut SqliteConnection) -> QueryResult<Catalog> {
+        // A virtual table's shadow tables (FTS5's `<name>_data`, `_idx`, …) are its module's storage,
+        // not schema of ours: they are listed as objects ("shadow table <name>"), so a `down.sql`
+        // that leaves one behind is still caught, but their columns and keys are not read.
         let master: Vec<MasterRow> = diesel::sql_query(
-            "SELECT type AS kind, name, tbl_name AS table_name, sql AS definition FROM sqlite_master
-             WHERE tbl_name NOT LIKE ? ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name",
+            "SELECT CASE WHEN t.type = 'shadow' THEN 'shadow table' ELSE m.type END AS kind, m.name,
+                    m.tbl_name AS table_name, m.sql AS definition
+             FROM sqlite_master AS m
+             LEFT JOIN pragma_table_list AS t ON m.type = 'table' AND t.schema = 'main' AND t.name = m.name
+             WHERE m.tbl_name NOT LIKE ? ESCAPE '\\' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+             ORDER BY kind, m.name",
         )
         .bind::<Text, _>(super::BOOKKEEPING_PREFIX)
         .load(connection)?;

@@ -32,6 +32,7 @@ pub const VARIABLES: &[&str] = &[
     "DATABASE_POOL_IDLE_TIMEOUT_MS",
     "DATABASE_POOL_CONNECTION_TIMEOUT_MS",
     "DATABASE_POOL_TEST_ON_CHECKOUT",
+    "DATABASE_POOL_VALIDATE_IDLE_AFTER_MS",
     "DATABASE_STATEMENT_TIMEOUT_MS",
     "DATABASE_LOCK_TIMEOUT_MS",
     "DATABASE_SQLITE_BUSY_TIMEOUT_MS",
@@ -53,7 +54,7 @@ const COMPOSED_VARIABLES: &[&str] = &[
 const SSL_MODES: &[&str] = &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
 
 /// RFC 3986 unreserved characters stay as they are; everything else is percent-encoded.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+pub(crate) const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// A configuration problem, naming the variable at fault and never a password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -270,7 +271,7 @@ impl DatabaseTarget {
     }
 }
 
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     percent_encoding::percent_decode_str(text)
         .decode_utf8_lossy()
         .into_owned()
@@ -297,8 +298,12 @@ impl fmt::Display for DatabaseTarget {
 pub struct PoolSettings {
     /// `DATABASE_POOL_MAX_SIZE`: most connections open at once (default 20).
     pub max_size: u32,
-    /// `DATABASE_POOL_MIN_IDLE`: connections kept open while idle, and opened at start-up so
-    /// that a bad configuration fails there (default 1).
+    /// `DATABASE_POOL_MIN_IDLE`: spare connections the pool keeps idle at all times, beside the
+    /// ones in use (r2d2's `min_idle`; default 0). With 1, a single caller already holds two
+    /// server sessions: r2d2 opens a spare as soon as the idle connection is checked out, and
+    /// replaces it every `idle_timeout` while it stays unused. The start-up check does not need
+    /// it: [`crate::Database::connect`] opens its first connection itself, so a bad configuration
+    /// fails there, and hands that connection to the pool.
     pub min_idle: u32,
     /// `DATABASE_POOL_IDLE_TIMEOUT_MS`: an idle connection above `min_idle` is closed after this
     /// long (default 30 s).
@@ -306,22 +311,31 @@ pub struct PoolSettings {
     /// `DATABASE_POOL_CONNECTION_TIMEOUT_MS`: how long a checkout (or start-up) waits for a
     /// connection before failing (default 2 s).
     pub connection_timeout: Duration,
-    /// `DATABASE_POOL_TEST_ON_CHECKOUT`: ping every connection before handing it out (default
-    /// true). The ping costs a round trip per checkout, but it is the only way the pool learns
-    /// that the server closed a connection (a restart, a failover, an idle-session timeout):
-    /// diesel reports a connection as broken only when its transaction state is, so without the
-    /// ping a dead connection would be handed out again and again.
+    /// `DATABASE_POOL_TEST_ON_CHECKOUT`: validate connections before handing them out (default
+    /// true): those idle for at least `validate_idle_after` get a ping, a round trip. `false`
+    /// turns validation off entirely. Either way a call that finds its connection closed by the
+    /// server gets `Unavailable` and the pool drops that connection (diesel reports a
+    /// connection as broken only when its transaction state is, so the repositories mark it
+    /// lost), so a dead connection fails at most one call.
     pub test_on_check_out: bool,
+    /// `DATABASE_POOL_VALIDATE_IDLE_AFTER_MS`: with `test_on_check_out`, a connection is pinged
+    /// before it is handed out only when it has been back in the pool at least this long
+    /// (default 500 ms; 0 pings on every checkout). A connection used within the window skips
+    /// the ping, as in the JVM's `HikariCP` (`aliveBypassWindowMs`): the ping doubled the round
+    /// trips of a one-query call. If the server closed such a connection meanwhile, the one call
+    /// on it fails with `Unavailable` and the connection is dropped.
+    pub validate_idle_after: Duration,
 }
 
 impl Default for PoolSettings {
     fn default() -> Self {
         Self {
             max_size: 20,
-            min_idle: 1,
+            min_idle: 0,
             idle_timeout: Duration::from_secs(30),
             connection_timeout: Duration::from_secs(2),
             test_on_check_out: true,
+            validate_idle_after: Duration::from_millis(500),
         }
     }
 }
@@ -442,6 +456,8 @@ impl DatabaseConfig {
             connection_timeout: millis(&get, "DATABASE_POOL_CONNECTION_TIMEOUT_MS", 1)?
                 .unwrap_or(defaults.connection_timeout),
             test_on_check_out: boolean(&get, "DATABASE_POOL_TEST_ON_CHECKOUT")?.unwrap_or(defaults.test_on_check_out),
+            validate_idle_after: millis(&get, "DATABASE_POOL_VALIDATE_IDLE_AFTER_MS", 0)?
+                .unwrap_or(defaults.validate_idle_after),
         };
         if pool.min_idle > pool.max_size {
             return Err(ConfigError::new(
@@ -825,6 +841,11 @@ mod tests {
             "DATABASE_POOL_TEST_ON_CHECKOUT",
             "true or false",
         );
+        check_error(
+            &[("DATABASE_POOL_VALIDATE_IDLE_AFTER_MS", "0.5s")],
+            "DATABASE_POOL_VALIDATE_IDLE_AFTER_MS",
+            "whole number from 0",
+        );
     }
 
     #[test]
@@ -834,12 +855,16 @@ mod tests {
         assert_eq!(defaults.pool.max_size, 20);
         assert_eq!(defaults.pool.idle_timeout, Duration::from_secs(30));
         assert_eq!(defaults.pool.connection_timeout, Duration::from_secs(2));
+        assert_eq!(defaults.pool.min_idle, 0);
+        assert!(defaults.pool.test_on_check_out);
+        assert_eq!(defaults.pool.validate_idle_after, Duration::from_millis(500));
         let tuned = config(&[
             ("DATABASE_POOL_MAX_SIZE", "5"),
             ("DATABASE_POOL_MIN_IDLE", "0"),
             ("DATABASE_POOL_IDLE_TIMEOUT_MS", "1000"),
             ("DATABASE_POOL_CONNECTION_TIMEOUT_MS", "250"),
             ("DATABASE_POOL_TEST_ON_CHECKOUT", "no"),
+            ("DATABASE_POOL_VALIDATE_IDLE_AFTER_MS", "0"),
             ("DATABASE_STATEMENT_TIMEOUT_MS", "1500"),
             ("DATABASE_LOCK_TIMEOUT_MS", "0"),
             ("DATABASE_SQLITE_BUSY_TIMEOUT_MS", "100"),
@@ -854,6 +879,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(1),
                 connection_timeout: Duration::from_millis(250),
                 test_on_check_out: false,
+                validate_idle_after: Duration::ZERO,
             }
         );
         assert_eq!(

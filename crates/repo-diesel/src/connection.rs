@@ -1,6 +1,9 @@
 //! One connection type for both backends, and how a new connection is opened and set up.
 
-use std::time::Duration;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
@@ -8,8 +11,9 @@ use diesel::prelude::*;
 use diesel::r2d2::{ManageConnection, R2D2Connection};
 use diesel::sql_types::Text;
 use diesel::sqlite::SqliteConnection;
+use percent_encoding::utf8_percent_encode;
 
-use crate::config::{Backend, DatabaseTarget, SessionSettings};
+use crate::config::{Backend, COMPONENT, DatabaseTarget, PoolSettings, SessionSettings, percent_decode};
 
 pub use multi::{DbConnection, MultiBackend};
 
@@ -30,6 +34,21 @@ mod multi {
         Sqlite(SqliteConnection),
     }
 }
+
+/// Runs `$body` with `$inner` bound to the connection of `$connection`'s own backend
+/// (`&mut PgConnection` or `&mut SqliteConnection`); `$body` is written once and compiled for
+/// each. A query run there skips the multi-backend enum, whose wrapper builds the query's SQL
+/// again on every call: a plain (not boxed) query then costs its SQL only once per connection,
+/// kept by type in the backend's statement cache.
+macro_rules! on_its_backend {
+    ($connection:expr, |$inner:ident| $body:expr) => {
+        match $connection {
+            $crate::connection::DbConnection::Pg($inner) => $body,
+            $crate::connection::DbConnection::Sqlite($inner) => $body,
+        }
+    };
+}
+pub(crate) use on_its_backend;
 
 impl DbConnection {
     /// Which engine this connection talks to.
@@ -57,24 +76,53 @@ pub struct ConnectError {
 /// Opens connections for the r2d2 pool: picks the driver from the configured backend (never by
 /// trial, which would hide the real error or create a stray SQLite file) and applies the session
 /// settings to every new connection.
-#[derive(Debug, Clone)]
+///
+/// On PostgreSQL the settings travel in the startup packet (libpq's `options` and
+/// `application_name` parameters), so a new connection costs no query of this crate's own. A
+/// pooler that refuses startup options (`PgBouncer`: "unsupported startup parameter") gets them
+/// by `set_config` after connecting instead, from then on for every connection of the manager.
 pub struct ConnectionManager {
     target: DatabaseTarget,
     session: SessionSettings,
     connect_timeout: Duration,
+    validate_idle_after: Duration,
+    /// A connection opened before the pool (by `Database::connect`), with the moment it was
+    /// opened: the first `connect` of the pool returns it instead of opening another session.
+    first: Mutex<Option<(DbConnection, Instant)>>,
+    /// Set once a server refused the session settings in the startup packet.
+    settings_by_query: Arc<AtomicBool>,
 }
 
 impl ConnectionManager {
     /// A manager for `target`, setting up each connection with `session`. A PostgreSQL
     /// connection attempt gives up after `connect_timeout` (libpq counts whole seconds, at least
-    /// 2) unless the URL sets its own `connect_timeout`.
+    /// 2) unless the URL sets its own `connect_timeout`. Pooled connections are validated after
+    /// the default [`PoolSettings::validate_idle_after`].
     #[must_use]
     pub fn new(target: DatabaseTarget, session: SessionSettings, connect_timeout: Duration) -> Self {
         Self {
             target,
             session,
             connect_timeout,
+            validate_idle_after: PoolSettings::default().validate_idle_after,
+            first: Mutex::new(None),
+            settings_by_query: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Pings a pooled connection before it is handed out (when the pool tests on checkout) only
+    /// if it has been back in the pool for at least `window`; `Duration::ZERO` pings every time.
+    #[must_use]
+    pub fn validate_idle_after(mut self, window: Duration) -> Self {
+        self.validate_idle_after = window;
+        self
+    }
+
+    /// Keeps `connection`, opened by [`ConnectionManager::establish`], for the pool's first
+    /// `connect`, so that opening a pool after checking the configuration costs no second
+    /// session.
+    pub(crate) fn hand_over(&self, connection: DbConnection) {
+        *self.first.lock().unwrap_or_else(PoisonError::into_inner) = Some((connection, Instant::now()));
     }
 
     /// Opens and sets up one connection outside any pool.
@@ -93,6 +141,22 @@ impl ConnectionManager {
         let mut connection = match self.target.backend() {
             Backend::Postgres => {
                 let url = with_connect_timeout(connection_string, self.connect_timeout);
+                if !self.settings_by_query.load(Ordering::Relaxed) {
+                    let pgoptions = std::env::var("PGOPTIONS").ok();
+                    match PgConnection::establish(&with_startup_settings(&url, &self.session, pgoptions)) {
+                        Ok(pg) => return Ok(DbConnection::Pg(pg)),
+                        Err(refused) if refused.to_string().contains("unsupported startup parameter") => {
+                            tracing::warn!(
+                                database = self.target.redacted(),
+                                reason = self.target.scrub(refused.to_string().trim()),
+                                "the server refused session settings in the startup packet (a pooler?): \
+                                 setting them by query on every new connection"
+                            );
+                            self.settings_by_query.store(true, Ordering::Relaxed);
+                        }
+                        Err(connection_error) => return Err(error(connection_error.to_string())),
+                    }
+                }
                 PgConnection::establish(&url).map(DbConnection::Pg)
             }
             Backend::Sqlite => {
@@ -107,7 +171,35 @@ impl ConnectionManager {
     }
 }
 
-/// A connection as the pool keeps it: the connection, and whether a call found it lost.
+impl Clone for ConnectionManager {
+    /// A manager for the same database; a connection kept for the first `connect` stays with
+    /// the original.
+    fn clone(&self) -> Self {
+        Self {
+            target: self.target.clone(),
+            session: self.session.clone(),
+            connect_timeout: self.connect_timeout,
+            validate_idle_after: self.validate_idle_after,
+            first: Mutex::new(None),
+            settings_by_query: Arc::clone(&self.settings_by_query),
+        }
+    }
+}
+
+impl fmt::Debug for ConnectionManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionManager")
+            .field("target", &self.target)
+            .field("session", &self.session)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("validate_idle_after", &self.validate_idle_after)
+            .field("settings_by_query", &self.settings_by_query.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection as the pool keeps it: the connection, whether a call found it lost, and when it
+/// was last known to work.
 ///
 /// diesel reports a connection as broken only when its transaction state is, so a connection
 /// whose server went away (restart, failover, `pg_terminate_backend`) would go back into the pool
@@ -116,6 +208,9 @@ impl ConnectionManager {
 pub struct PooledDb {
     pub(crate) connection: DbConnection,
     pub(crate) lost: bool,
+    /// When the connection was opened or last came back to the pool not lost: the checkout
+    /// validation pings only connections idle longer than the manager's window since then.
+    pub(crate) last_used: Instant,
 }
 
 impl ManageConnection for ConnectionManager {
@@ -123,13 +218,25 @@ impl ManageConnection for ConnectionManager {
     type Error = ConnectError;
 
     fn connect(&self) -> Result<PooledDb, ConnectError> {
+        let first = self.first.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let (connection, last_used) = match first {
+            Some(kept) => kept,
+            None => (self.establish()?, Instant::now()),
+        };
         Ok(PooledDb {
-            connection: self.establish()?,
+            connection,
             lost: false,
+            last_used,
         })
     }
 
+    /// Called by r2d2 before a checkout when `test_on_check_out` is on. A connection used within
+    /// the window is handed out without a round trip; if its server closed it meanwhile, the one
+    /// call on it fails with `Unavailable` and marks it lost.
     fn is_valid(&self, pooled: &mut PooledDb) -> Result<(), ConnectError> {
+        if pooled.last_used.elapsed() < self.validate_idle_after {
+            return Ok(());
+        }
         pooled.connection.ping().map_err(|query_error| ConnectError {
             target: self.target.redacted().to_owned(),
             source_variable: self.target.source(),
@@ -137,7 +244,10 @@ impl ManageConnection for ConnectionManager {
         })
     }
 
+    /// Called by r2d2 whenever a connection comes back: a lost or broken one is dropped; any
+    /// other was used just now, which starts its validation window again.
     fn has_broken(&self, pooled: &mut PooledDb) -> bool {
+        pooled.last_used = Instant::now();
         pooled.lost || pooled.connection.is_broken()
     }
 }
@@ -152,7 +262,7 @@ fn use_write_ahead_log(sqlite: &mut SqliteConnection, busy_timeout: Duration) ->
         #[diesel(sql_type = Text)]
         journal_mode: String,
     }
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     loop {
         let mode = diesel::sql_query("PRAGMA journal_mode")
             .get_result::<JournalMode>(sqlite)?
@@ -168,6 +278,45 @@ fn use_write_ahead_log(sqlite: &mut SqliteConnection, busy_timeout: Duration) ->
             Err(error) => return Err(error),
         }
     }
+}
+
+/// `url` with the PostgreSQL session settings as startup parameters: `statement_timeout` and
+/// `lock_timeout` as `-c` switches in libpq's `options` (whole milliseconds, so nothing needs
+/// the backslash escapes of that string), after any `options` the URL or `PGOPTIONS` already
+/// gives (libpq reads `PGOPTIONS` only when the URL has none, and the last `options` of a URL
+/// wins, so the settings of both are kept, with this crate's last), and `application_name`.
+/// Each value is percent-encoded. `pgoptions` is the environment's `PGOPTIONS`.
+fn with_startup_settings(url: &str, session: &SessionSettings, pgoptions: Option<String>) -> String {
+    let settings = format!(
+        "-c statement_timeout={} -c lock_timeout={}",
+        session.statement_timeout.as_millis(),
+        session.lock_timeout.as_millis()
+    );
+    let given = url_parameter(url, "options")
+        .map(percent_decode)
+        .or(pgoptions)
+        .filter(|options| !options.trim().is_empty());
+    let options = match given {
+        Some(given) => format!("{given} {settings}"),
+        None => settings,
+    };
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!(
+        "{url}{separator}options={}&application_name={}",
+        utf8_percent_encode(&options, COMPONENT),
+        utf8_percent_encode(&session.application_name, COMPONENT)
+    )
+}
+
+/// The last value of `name` in the query of a libpq URL, still percent-encoded.
+fn url_parameter<'u>(url: &'u str, name: &str) -> Option<&'u str> {
+    let (_, query) = url.split_once('?')?;
+    query
+        .split('&')
+        .rev()
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
 }
 
 /// Without `connect_timeout`, libpq waits for the operating system's TCP timeout (minutes) when
@@ -203,6 +352,8 @@ struct Setting {
     value: String,
 }
 
+/// Sets a new connection up: the PRAGMAs and functions of SQLite; on PostgreSQL, the session
+/// settings by query, for a server that refused them in the startup packet.
 fn apply_session_settings(connection: &mut DbConnection, session: &SessionSettings) -> QueryResult<()> {
     match connection {
         DbConnection::Pg(pg) => {
@@ -229,4 +380,52 @@ fn apply_session_settings(connection: &mut DbConnection, session: &SessionSettin
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(url: &str, pgoptions: Option<&str>, expected: &str) {
+        let session = SessionSettings {
+            statement_timeout: Duration::from_millis(1500),
+            lock_timeout: Duration::ZERO,
+            sqlite_busy_timeout: Duration::from_secs(5),
+            application_name: "billing & co=1".to_owned(),
+        };
+        assert_eq!(
+            with_startup_settings(url, &session, pgoptions.map(str::to_owned)),
+            expected,
+            "{url}"
+        );
+    }
+
+    #[test]
+    fn session_settings_become_percent_encoded_startup_parameters() {
+        let ours =
+            "options=-c%20statement_timeout%3D1500%20-c%20lock_timeout%3D0&application_name=billing%20%26%20co%3D1";
+        check("postgres://db/app", None, &format!("postgres://db/app?{ours}"));
+        check(
+            "postgres://db/app?sslmode=require",
+            None,
+            &format!("postgres://db/app?sslmode=require&{ours}"),
+        );
+        // The URL's own options (its last, as libpq reads them) come first; ours win.
+        check(
+            "postgres://db/app?options=-c%20work_mem%3D8MB&options=-c%20search_path%3Dx",
+            Some("-c search_path=ignored"),
+            "postgres://db/app?options=-c%20work_mem%3D8MB&options=-c%20search_path%3Dx\
+             &options=-c%20search_path%3Dx%20-c%20statement_timeout%3D1500%20-c%20lock_timeout%3D0\
+             &application_name=billing%20%26%20co%3D1",
+        );
+        // PGOPTIONS counts only when the URL has no options, as in libpq.
+        check(
+            "postgres://db/app",
+            Some("-c search_path=a\\ b"),
+            "postgres://db/app?options=-c%20search_path%3Da%5C%20b%20-c%20statement_timeout%3D1500\
+             %20-c%20lock_timeout%3D0&application_name=billing%20%26%20co%3D1",
+        );
+        check("postgres://db/app", Some("  "), &format!("postgres://db/app?{ours}"));
+    }
 }

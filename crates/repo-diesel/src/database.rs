@@ -64,15 +64,19 @@ pub struct Database {
 
 impl Database {
     /// Opens a pool for `config` after opening one connection directly, so that a bad URL, an
-    /// unreachable host or a refused password fails here with the driver's own error.
+    /// unreachable host or a refused password fails here with the driver's own error. That
+    /// connection becomes the pool's first: opening a pool and migrating it at head is one
+    /// server session (with the default `min_idle` of 0; r2d2 opens `min_idle` spares besides).
     pub fn connect(config: DatabaseConfig) -> Result<Self, PoolError> {
+        let settings = &config.pool;
         let manager = ConnectionManager::new(
             config.target.clone(),
             config.session.clone(),
-            config.pool.connection_timeout,
-        );
-        manager.establish()?;
-        let settings = &config.pool;
+            settings.connection_timeout,
+        )
+        .validate_idle_after(settings.validate_idle_after);
+        let first = manager.establish()?;
+        manager.hand_over(first);
         let pool = Pool::builder()
             .max_size(settings.max_size)
             .min_idle(Some(settings.min_idle))
@@ -95,8 +99,9 @@ impl Database {
     }
 
     /// Brings the database to the current schema with the embedded migrations: the call every
-    /// service makes at start-up. At head it costs one query on a pooled connection (two round
-    /// trips with the pool's checkout ping).
+    /// service makes at start-up. At head it costs one query, on the connection
+    /// [`Database::connect`] opened (no checkout ping unless it has been idle for
+    /// `validate_idle_after` since).
     pub fn migrate(&self) -> Result<MigrationReport, crate::Error> {
         let mut connection = self.get()?;
         Ok(self.migrator().run(&mut connection)?)
@@ -120,7 +125,9 @@ impl Database {
         &self.config
     }
 
-    /// Connections open and idle right now.
+    /// Connections open and idle right now, as r2d2 counts them: the connection
+    /// [`Database::connect`] opened counts from the pool's first checkout (or, with `min_idle`
+    /// above 0, from the moment the pool takes it).
     #[must_use]
     pub fn state(&self) -> diesel::r2d2::State {
         self.pool.state()

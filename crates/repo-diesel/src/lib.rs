@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod config;
 pub mod connection;
 pub mod database;
+pub mod expressions;
 pub mod migrations;
 pub mod migrator;
 pub mod models;

@@ -3,6 +3,7 @@
 //! database errors become `RepoError`s.
 
 mod attendance;
+mod search;
 mod users;
 
 use std::cell::RefCell;
@@ -16,11 +17,13 @@ use domain::{
 };
 use repo::{
     AttendanceRepository, KeysetPage, KeysetRequest, OffsetPage, PageRequest, RepoError, Repositories, Scope,
-    TimeRange, TransactionWork, UnitOfWork, UserFilter, UserRepository,
+    TimeRange, Total, TotalMode, TransactionWork, UnitOfWork, UserFilter, UserRepository,
 };
 
+use crate::config::Backend;
 use crate::connection::DbConnection;
 use crate::database::{Database, PoolError};
+use crate::expressions::planned_rows;
 use crate::transaction::{begin_savepoint, end_savepoint, write_transaction};
 
 pub use attendance::DieselAttendanceRepository;
@@ -309,6 +312,49 @@ impl UnitOfWork for DieselStore {
             pooled.mark_lost();
         }
         result
+    }
+}
+
+/// What an offset page's own rows tell about the end of the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PageEnd {
+    /// The list ends on this page (or is empty): its total is the rows up to here.
+    Here,
+    /// Rows follow, or the page lies past the end: only a count tells the total.
+    Unknown,
+}
+
+impl PageEnd {
+    pub(crate) fn of<T>(rows: &[T], has_next: bool, offset: i64) -> Self {
+        if !has_next && (!rows.is_empty() || offset == 0) {
+            Self::Here
+        } else {
+            Self::Unknown
+        }
+    }
+}
+
+/// The total an offset page's request asks for, at the least cost: nothing when the page shows
+/// where the list ends (`OffsetPage::new` then knows it) or when the caller skips it; the
+/// planner's row estimate of the list's query (`explain`) for `Estimate` on PostgreSQL; an exact
+/// `count` otherwise, and for `Estimate` on SQLite, which keeps no estimates.
+pub(crate) fn count_total(
+    connection: &mut DbConnection,
+    request: PageRequest,
+    end: PageEnd,
+    count: impl FnOnce(&mut DbConnection) -> Result<i64, RepoError>,
+    explain: impl FnOnce(&mut DbConnection) -> Result<String, RepoError>,
+) -> Result<Total, RepoError> {
+    let counted = |total: i64| u64::try_from(total).unwrap_or(0);
+    match (request.total_mode(), end, connection.backend()) {
+        (TotalMode::Skip, _, _) | (_, PageEnd::Here, _) => Ok(Total::NotCounted),
+        (TotalMode::Estimate, PageEnd::Unknown, Backend::Postgres) => {
+            let plan = explain(connection)?;
+            let estimate = planned_rows(&plan)
+                .ok_or_else(|| RepoError::Internal("the planner's estimate is missing from EXPLAIN".into()))?;
+            Ok(Total::Estimate(estimate))
+        }
+        (TotalMode::Exact | TotalMode::Estimate, PageEnd::Unknown, _) => Ok(Total::Exact(counted(count(connection)?))),
     }
 }
 

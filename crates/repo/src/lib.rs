@@ -7,7 +7,7 @@ mod traits;
 
 pub use cursor::{Cursor, Direction, Position};
 pub use error::RepoError;
-pub use page::{KeysetPage, KeysetRequest, KeysetStart, MAX_PAGE_SIZE, OffsetPage, PageRequest};
+pub use page::{KeysetPage, KeysetRequest, KeysetStart, MAX_PAGE_SIZE, OffsetPage, PageRequest, Total, TotalMode};
 pub use traits::{
     AttendanceRepository, MAX_SEARCH_CHARS, Repositories, Scope, TimeRange, TransactionWork, UnitOfWork, UnitOfWorkExt,
     UserFilter, UserRepository,

@@ -1,20 +1,86 @@
-//! Pagination: offset pages with totals, and keyset pages with opaque cursors.
+//! Pagination: offset pages with the total the caller asks for, and keyset pages with opaque
+//! cursors.
 
 use crate::{Cursor, RepoError};
 
 /// The largest page any call returns; larger requests are clamped to it.
 pub const MAX_PAGE_SIZE: u32 = 100;
 
-/// Page `page` (from 1) of `per_page` items.
+/// Which total an offset page carries, chosen by the caller for what the total costs.
+///
+/// | mode | what the page holds | cost on top of the page |
+/// |---|---|---|
+/// | `Exact` (the default) | `Total::Exact` | a `count(*)` the database answers from an index: it reads one index entry per matching row |
+/// | `Estimate` | `Total::Estimate` on PostgreSQL (the planner's row estimate), `Total::Exact` on SQLite (which keeps no estimates) | one `EXPLAIN` on PostgreSQL, planned but not run |
+/// | `Skip` | `Total::NotCounted`, with `has_next` | nothing: the page fetches one row more |
+///
+/// Whatever the mode, a page that is the list's last (fewer rows than the page size, or no row
+/// after it) carries the exact total, known for free.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum TotalMode {
+    /// Count the matching rows exactly: for admin screens that show "page 3 of 120".
+    #[default]
+    Exact,
+    /// The database's estimate: for "about 1.2 million users" on large lists.
+    Estimate,
+    /// No total: for APIs and infinite scroll, which need only `has_next`.
+    Skip,
+}
+
+/// The total an offset page carries: what the caller asked for, or better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Total {
+    /// The number of items in the whole list.
+    Exact(u64),
+    /// An estimate of it, never below the items up to the end of this page.
+    Estimate(u64),
+    /// Not counted (`TotalMode::Skip`).
+    NotCounted,
+}
+
+impl Total {
+    /// The exact total, if counted.
+    #[must_use]
+    pub fn exact(&self) -> Option<u64> {
+        match self {
+            Self::Exact(total) => Some(*total),
+            Self::Estimate(_) | Self::NotCounted => None,
+        }
+    }
+
+    /// The total, exact or estimated.
+    #[must_use]
+    pub fn value(&self) -> Option<u64> {
+        match self {
+            Self::Exact(total) | Self::Estimate(total) => Some(*total),
+            Self::NotCounted => None,
+        }
+    }
+}
+
+/// `1234`, `about 1234`, or `not counted`.
+impl std::fmt::Display for Total {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(total) => write!(f, "{total}"),
+            Self::Estimate(total) => write!(f, "about {total}"),
+            Self::NotCounted => f.write_str("not counted"),
+        }
+    }
+}
+
+/// Page `page` (from 1) of `per_page` items, and which total to return with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRequest {
     page: u32,
     per_page: u32,
+    total: TotalMode,
 }
 
 impl PageRequest {
     /// Page 0 and a page size of 0 are `Validation` errors; sizes above [`MAX_PAGE_SIZE`] are
-    /// clamped to it.
+    /// clamped to it. The page carries an exact total unless [`PageRequest::with_total`] says
+    /// otherwise.
     pub fn new(page: u32, per_page: u32) -> Result<Self, RepoError> {
         if page == 0 {
             return Err(RepoError::validation("page", "pages are numbered from 1"));
@@ -25,7 +91,14 @@ impl PageRequest {
         Ok(Self {
             page,
             per_page: per_page.min(MAX_PAGE_SIZE),
+            total: TotalMode::default(),
         })
+    }
+
+    /// The same page with another kind of total.
+    #[must_use]
+    pub fn with_total(self, total: TotalMode) -> Self {
+        Self { total, ..self }
     }
 
     /// The page number, from 1.
@@ -38,6 +111,12 @@ impl PageRequest {
     #[must_use]
     pub fn per_page(&self) -> u32 {
         self.per_page
+    }
+
+    /// Which total the caller asked for.
+    #[must_use]
+    pub fn total_mode(&self) -> TotalMode {
+        self.total
     }
 
     /// Rows to skip.
@@ -56,23 +135,46 @@ pub struct OffsetPage<T> {
     pub page: u32,
     /// The page size used.
     pub per_page: u32,
-    /// Items in the whole list.
-    pub total: u64,
-    /// Pages in the whole list (0 for an empty list).
-    pub total_pages: u64,
+    /// Items in the whole list, as the request's [`TotalMode`] asked.
+    pub total: Total,
+    /// Whether an item follows this page.
+    pub has_next: bool,
 }
 
 impl<T> OffsetPage<T> {
-    /// A page of `items` out of `total`.
+    /// A page of `items` for `request`. `has_next` says whether the list goes on after the
+    /// page; `counted` is the total the database gave (`None` when not counted). A page that ends
+    /// the list carries the exact total whatever was asked, and an estimate is raised to at least
+    /// the items up to the end of the page.
     #[must_use]
-    pub fn new(items: Vec<T>, request: PageRequest, total: u64) -> Self {
+    pub fn new(items: Vec<T>, request: PageRequest, has_next: bool, counted: Total) -> Self {
+        let through_page = request.offset() + items.len() as u64;
+        let total = match counted {
+            Total::Exact(total) => Total::Exact(total),
+            // The last page, and not past the end: everything before it exists.
+            _ if !has_next && (!items.is_empty() || request.offset() == 0) => Total::Exact(through_page),
+            Total::Estimate(estimate) => Total::Estimate(estimate.max(through_page + u64::from(has_next))),
+            Total::NotCounted => Total::NotCounted,
+        };
         Self {
             items,
             page: request.page,
             per_page: request.per_page,
             total,
-            total_pages: total.div_ceil(u64::from(request.per_page)),
+            has_next,
         }
+    }
+
+    /// Pages in the whole list (0 for an empty list), when the total is known or estimated.
+    #[must_use]
+    pub fn total_pages(&self) -> Option<u64> {
+        self.total.value().map(|total| total.div_ceil(u64::from(self.per_page)))
+    }
+
+    /// Whether a page precedes this one.
+    #[must_use]
+    pub fn has_previous(&self) -> bool {
+        self.page > 1
     }
 }
 
@@ -156,11 +258,62 @@ mod tests {
         );
     }
 
+    #[track_caller]
+    fn check_total(page: u32, items: usize, has_next: bool, counted: Total, expected: Total) {
+        let request = PageRequest::new(page, 10).expect("valid");
+        let built = OffsetPage::new(vec![(); items], request, has_next, counted);
+        assert_eq!(built.total, expected);
+    }
+
+    #[test]
+    fn offset_pages_carry_the_best_total_they_know() {
+        // The last page knows the exact total, whatever was asked.
+        check_total(3, 4, false, Total::NotCounted, Total::Exact(24));
+        check_total(3, 4, false, Total::Estimate(1_000), Total::Exact(24));
+        check_total(1, 0, false, Total::NotCounted, Total::Exact(0));
+        // Past the end nothing is known without a count.
+        check_total(5, 0, false, Total::NotCounted, Total::NotCounted);
+        check_total(5, 0, false, Total::Exact(24), Total::Exact(24));
+        // An estimate below what the page proves is raised.
+        check_total(3, 10, true, Total::Estimate(5), Total::Estimate(31));
+        check_total(3, 10, true, Total::Estimate(500), Total::Estimate(500));
+        check_total(3, 10, true, Total::NotCounted, Total::NotCounted);
+        check_total(3, 10, true, Total::Exact(77), Total::Exact(77));
+    }
+
+    #[test]
+    fn totals_say_what_they_are() {
+        assert_eq!(Total::Exact(12).to_string(), "12");
+        assert_eq!(Total::Estimate(1_200).to_string(), "about 1200");
+        assert_eq!(Total::NotCounted.to_string(), "not counted");
+    }
+
     #[test]
     fn offset_pages_count_their_pages() {
         let request = PageRequest::new(1, 10).expect("valid");
-        assert_eq!(OffsetPage::new(vec![1], request, 0).total_pages, 0);
-        assert_eq!(OffsetPage::new(vec![1], request, 10).total_pages, 1);
-        assert_eq!(OffsetPage::new(vec![1], request, 11).total_pages, 2);
+        assert_eq!(
+            OffsetPage::new(vec![1], request, false, Total::Exact(0)).total_pages(),
+            Some(0)
+        );
+        assert_eq!(
+            OffsetPage::new(vec![1], request, false, Total::Exact(10)).total_pages(),
+            Some(1)
+        );
+        assert_eq!(
+            OffsetPage::new(vec![1], request, true, Total::Exact(11)).total_pages(),
+            Some(2)
+        );
+        assert_eq!(
+            OffsetPage::new(vec![1], request, true, Total::NotCounted).total_pages(),
+            None
+        );
+        assert_eq!(
+            PageRequest::new(2, 10)
+                .expect("valid")
+                .with_total(TotalMode::Skip)
+                .total_mode(),
+            TotalMode::Skip
+        );
+        assert_eq!(PageRequest::new(2, 10).expect("valid").total_mode(), TotalMode::Exact);
     }
 }

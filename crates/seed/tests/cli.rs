@@ -161,6 +161,75 @@ fn short_lived_processes_exit_cleanly_on_postgres() {
     }
 }
 
+#[derive(QueryableByName, Debug, Clone, Copy, PartialEq, Eq)]
+struct DatabaseStats {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    sessions: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    xact_commit: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    backends: i64,
+}
+
+/// `pg_stat_database`'s sessions and commits of `database` once its backends are gone and have
+/// flushed their statistics (as they exit, a moment after leaving `pg_stat_activity`): read
+/// until two readings 100 ms apart agree.
+fn settled_stats(admin: &mut PgConnection, database: &str) -> DatabaseStats {
+    let read = |admin: &mut PgConnection| {
+        diesel::sql_query(
+            "SELECT sessions, xact_commit, (SELECT count(*) FROM pg_stat_activity WHERE datname = $1) AS backends
+             FROM pg_stat_database WHERE datname = $1",
+        )
+        .bind::<diesel::sql_types::Text, _>(database)
+        .get_result::<DatabaseStats>(admin)
+        .expect("read pg_stat_database")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut last = read(admin);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "statistics did not settle: {last:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = read(admin);
+        if now.backends == 0 && now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// `seed --migrate-only` on a database at head is one server session: the connection that
+/// checks the configuration is the pool's first and the only one, and the runner reads the
+/// history in one query on it.
+#[test]
+fn migrate_only_at_head_is_one_session_on_postgres() {
+    let Some(database) = TestDb::postgres_migrated() else {
+        return;
+    };
+    let name = database.postgres_name().expect("a PostgreSQL database").to_owned();
+    let mut admin = TestDb::postgres_admin().expect("an admin connection");
+    let before = settled_stats(&mut admin, &name);
+    let output = seed(&database, &["--migrate-only"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("applied now:     0"), "{}", stdout(&output));
+    let after = settled_stats(&mut admin, &name);
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!(
+            "seed --migrate-only at head: {} session(s), {} transaction(s) committed\n",
+            after.sessions - before.sessions,
+            after.xact_commit - before.xact_commit
+        ),
+    );
+    assert_eq!(
+        after.sessions - before.sessions,
+        1,
+        "server sessions of seed --migrate-only at head"
+    );
+}
+
 /// Runs the seed binary with `DATABASE_URL` set to `url` (or nothing configured) in `directory`.
 fn seed_at(url: Option<&str>, directory: Option<&Path>, arguments: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_seed"));

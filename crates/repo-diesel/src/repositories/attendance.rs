@@ -2,15 +2,15 @@
 //! check-outs, reads per scope, daily totals computed in SQL, and joins with users.
 
 use chrono::NaiveDate;
-use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use domain::{Attendance, AttendanceId, AttendanceWithUser, CheckIn, CheckOut, DailyTotal, UserId};
 use repo::{AttendanceRepository, OffsetPage, PageRequest, RepoError, Scope, TimeRange};
 
 use super::users::{to_attendance, to_user};
-use super::{Connections, map_error};
-use crate::connection::{DbConnection, MultiBackend};
+use super::{Connections, PageEnd, count_total, map_error};
+use crate::connection::{DbConnection, MultiBackend, on_its_backend};
+use crate::expressions::Explain;
 use crate::models::{AttendanceRow, UserRow};
 use crate::schema::{attendance, users};
 use crate::sql_types::{DbTimestamp, DbUuid, Instant, Uuid, greatest};
@@ -208,7 +208,27 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
     }
 
     fn get(&self, id: AttendanceId, scope: Scope) -> Result<Attendance, RepoError> {
-        self.find(scoped(scope).filter(attendance::id.eq(key(id))))?
+        // One plain query per scope on the connection's own backend, kept by the backend's
+        // statement cache (see `on_its_backend!`), and no `LIMIT`, which SQLite would re-prepare
+        // on every call (see `user_row!`): the id matches at most one row.
+        let row: Option<AttendanceRow> = self.connections.with(|connection| {
+            let picked = attendance::table.filter(attendance::id.eq(key(id)));
+            on_its_backend!(connection, |connection| match scope {
+                Scope::Live => picked
+                    .filter(attendance::deleted_at.is_null())
+                    .select(AttendanceRow::as_select())
+                    .get_result(connection),
+                Scope::WithDeleted => picked.select(AttendanceRow::as_select()).get_result(connection),
+                Scope::OnlyDeleted => picked
+                    .filter(attendance::deleted_at.is_not_null())
+                    .select(AttendanceRow::as_select())
+                    .get_result(connection),
+            })
+            .optional()
+            .map_err(map_error)
+        })?;
+        row.as_ref()
+            .map(to_attendance)
             .ok_or_else(|| RepoError::not_found("attendance", &id))
     }
 
@@ -267,43 +287,45 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
 
     fn list_with_user(&self, scope: Scope, page: PageRequest) -> Result<OffsetPage<AttendanceWithUser>, RepoError> {
         let offset = i64::try_from(page.offset()).map_err(|_| RepoError::validation("page", "is too large"))?;
-        let rows: Vec<(AttendanceRow, UserRow, i64)> = self.connections.with(|connection| {
-            joined_with_users(scope)
+        let per_page = usize::try_from(page.per_page()).unwrap_or(usize::MAX);
+        let (rows, has_next, total) = self.connections.with(|connection| {
+            let mut rows: Vec<(AttendanceRow, UserRow)> = joined_with_users(scope)
                 .order((attendance::created_at.asc(), attendance::id.asc()))
-                .limit(i64::from(page.per_page()))
+                .limit(i64::from(page.per_page()) + 1)
                 .offset(offset)
-                .select((
-                    AttendanceRow::as_select(),
-                    UserRow::as_select(),
-                    sql::<BigInt>("count(*) OVER ()"),
-                ))
+                .select((AttendanceRow::as_select(), UserRow::as_select()))
                 .load(connection)
-                .map_err(map_error)
-        })?;
-        let total = match rows.first() {
-            Some((_, _, total)) => u64::try_from(*total).unwrap_or(0),
-            None if offset == 0 => 0,
-            // Past the last page the window count has no row to ride on: count separately.
-            None => {
-                let total: i64 = self.connections.with(|connection| {
+                .map_err(map_error)?;
+            let has_next = rows.len() > per_page;
+            rows.truncate(per_page);
+            let total = count_total(
+                connection,
+                page,
+                PageEnd::of(&rows, has_next, offset),
+                |connection| {
                     joined_with_users(scope)
                         .count()
                         .get_result(connection)
                         .map_err(map_error)
-                })?;
-                u64::try_from(total).unwrap_or(0)
-            }
-        };
+                },
+                |connection| {
+                    Explain(joined_with_users(scope).select(attendance::id))
+                        .get_result(connection)
+                        .map_err(map_error)
+                },
+            )?;
+            Ok((rows, has_next, total))
+        })?;
         let items = rows
             .iter()
-            .map(|(attendance, user, _)| {
+            .map(|(attendance, user)| {
                 Ok(AttendanceWithUser {
                     attendance: to_attendance(attendance),
                     user: to_user(user)?,
                 })
             })
             .collect::<Result<Vec<_>, RepoError>>()?;
-        Ok(OffsetPage::new(items, page, total))
+        Ok(OffsetPage::new(items, page, has_next, total))
     }
 
     #[tracing::instrument(skip(self))]

@@ -4,22 +4,21 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 use domain::{
     Attendance, AttendanceId, Email, FullName, NewUser, PasswordHash, User, UserChanges, UserId, UserWithAttendance,
 };
 use repo::{
     Cursor, Direction, KeysetPage, KeysetRequest, KeysetStart, MAX_SEARCH_CHARS, OffsetPage, PageRequest, Position,
-    RepoError, Scope, TimeRange, UserFilter, UserRepository,
+    RepoError, Scope, TimeRange, Total, UserFilter, UserRepository,
 };
 
-use super::{Connections, map_error};
-use crate::connection::MultiBackend;
+use super::{Connections, PageEnd, count_total, map_error};
+use crate::connection::{DbConnection, MultiBackend};
+use crate::expressions::{Explain, RowOrder, row_compare};
 use crate::models::{AttendanceRow, UserRow};
 use crate::schema::{attendance, users};
-use crate::sql_types::{DbTimestamp, DbUuid, fold_case, greatest, lower};
+use crate::sql_types::{DbTimestamp, DbUuid, Instant, Uuid, fold_case, greatest, lower};
 
 /// Users stored through diesel, on PostgreSQL or SQLite.
 #[derive(Debug, Clone)]
@@ -89,7 +88,9 @@ fn list_context(filter: &UserFilter) -> Result<String, RepoError> {
 /// `users` in the filter's scope, matching its search: a case-insensitive substring of the
 /// email or the name, with `%`, `_` and `\` in the search taken literally. Both sides are
 /// lower-cased by the database's own `lower`, so the search and the column always fold alike
-/// (Rust and PostgreSQL disagree on final sigma and dotted capital I).
+/// (Rust and PostgreSQL disagree on final sigma and dotted capital I). That check decides on
+/// both backends; on SQLite it is narrowed first to the candidates of a trigram index
+/// (`search::narrowed`), which finds every row the check keeps.
 fn filtered(filter: &UserFilter) -> Result<UsersQuery, RepoError> {
     let query = scoped(filter.scope);
     Ok(match search_of(filter)? {
@@ -97,31 +98,66 @@ fn filtered(filter: &UserFilter) -> Result<UsersQuery, RepoError> {
         Some(search) => {
             let escaped = search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
             let pattern = format!("%{escaped}%");
-            query.filter(
+            query.filter(super::search::narrowed(
                 lower(users::email)
                     .like(lower(pattern.clone()))
                     .escape('\\')
                     .or(lower(users::full_name).like(lower(pattern)).escape('\\')),
-            )
+                search,
+            ))
         }
     })
 }
 
-fn internal(what: &str) -> impl Fn(domain::ValidationError) -> RepoError + '_ {
-    move |error| RepoError::Internal(format!("stored {what} is invalid: {error}"))
+/// The row of `users` that `$filter` picks in `$scope`, as a `QueryResult<UserRow>`: one plain
+/// (not boxed) query per scope, run on the connection's own backend, so that each backend's
+/// statement cache keeps it by type and diesel builds its SQL once per connection (boxed
+/// queries, and any query through the multi-backend enum, are built again on every call).
+///
+/// The first row is taken without a `LIMIT`: diesel binds `first()`'s `LIMIT 1` as a parameter,
+/// and SQLite re-prepares a statement whose `LIMIT` is a parameter every time it is bound again
+/// (three quarters of a point read's instructions). An id matches one row; an address in
+/// `WithDeleted` may match a live row and deleted ones, and one of them is returned, as `LIMIT 1`
+/// without an order did.
+macro_rules! user_row {
+    ($connection:expr, $scope:expr, $filter:expr) => {{
+        let picked = users::table.filter($filter);
+        crate::connection::on_its_backend!($connection, |connection| match $scope {
+            Scope::Live => picked
+                .filter(users::deleted_at.is_null())
+                .select(UserRow::as_select())
+                .get_result(connection),
+            Scope::WithDeleted => picked.select(UserRow::as_select()).get_result(connection),
+            Scope::OnlyDeleted => picked
+                .filter(users::deleted_at.is_not_null())
+                .select(UserRow::as_select())
+                .get_result(connection),
+        })
+    }};
 }
 
-pub(crate) fn to_user(row: &UserRow) -> Result<User, RepoError> {
-    Ok(User {
+/// A stored row as a `User`, taking its text as it is: every value was parsed before it was
+/// written, and the schema's checks bound every other writer (see `Email::from_stored`).
+pub(crate) fn user_of(row: UserRow) -> User {
+    User {
         id: UserId::from_uuid(row.id.0),
-        email: Email::parse(&row.email).map_err(internal("email"))?,
-        full_name: FullName::parse(&row.full_name).map_err(internal("name"))?,
-        password_hash: PasswordHash::from_stored(&row.hashed_password).map_err(internal("password hash"))?,
+        email: Email::from_stored(row.email),
+        full_name: FullName::from_stored(row.full_name),
+        password_hash: PasswordHash::from_stored(row.hashed_password),
         is_active: row.is_active,
         created_at: row.created_at.0,
         updated_at: row.updated_at.0,
         deleted_at: row.deleted_at.map(|instant| instant.0),
-    })
+    }
+}
+
+/// [`user_of`] for a borrowed row, as the list functions collect it.
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the list functions, rewritten in parallel, collect its Results; stored rows are no longer re-parsed"
+)]
+pub(crate) fn to_user(row: &UserRow) -> Result<User, RepoError> {
+    Ok(user_of(row.clone()))
 }
 
 pub(crate) fn to_attendance(row: &AttendanceRow) -> Attendance {
@@ -153,47 +189,45 @@ fn offset_of(page: PageRequest) -> Result<i64, RepoError> {
 }
 
 impl<C: Connections> DieselUserRepository<C> {
-    fn find(&self, query: UsersQuery) -> Result<Option<User>, RepoError> {
-        let row = self.connections.with(|connection| {
-            query
-                .select(UserRow::as_select())
-                .first(connection)
-                .optional()
-                .map_err(map_error)
-        })?;
-        row.as_ref().map(to_user).transpose()
+    /// The user that `read` finds (a [`user_row!`] query), if any.
+    fn find(&self, read: impl FnOnce(&mut DbConnection) -> QueryResult<UserRow>) -> Result<Option<User>, RepoError> {
+        let row = self
+            .connections
+            .with(|connection| read(connection).optional().map_err(map_error))?;
+        Ok(row.map(user_of))
     }
 
-    /// A page of users in `(created_at, id)` order and the total, in one query (the total is a
-    /// window count); a page past the end costs a second query for the total.
-    fn page(&self, filter: &UserFilter, page: PageRequest) -> Result<(Vec<User>, u64), RepoError> {
+    /// A page of users in `(created_at, id)` order, fetched with one row more to learn whether a
+    /// page follows, and the total the request asks for, by a statement of its own on the same
+    /// connection (never a window over the whole sorted list).
+    fn page(&self, filter: &UserFilter, page: PageRequest) -> Result<(Vec<User>, bool, Total), RepoError> {
         let offset = offset_of(page)?;
         let query = filtered(filter)?;
-        let rows: Vec<(UserRow, i64)> = self.connections.with(|connection| {
-            query
+        let (rows, has_next, total) = self.connections.with(|connection| {
+            let mut rows: Vec<UserRow> = query
                 .order((users::created_at.asc(), users::id.asc()))
-                .limit(limit_of(page.per_page()))
+                .limit(limit_of(page.per_page()) + 1)
                 .offset(offset)
-                .select((UserRow::as_select(), sql::<BigInt>("count(*) OVER ()")))
+                .select(UserRow::as_select())
                 .load(connection)
-                .map_err(map_error)
+                .map_err(map_error)?;
+            let has_next = rows.len() > usize::try_from(page.per_page()).unwrap_or(usize::MAX);
+            rows.truncate(usize::try_from(page.per_page()).unwrap_or(usize::MAX));
+            let total = count_total(
+                connection,
+                page,
+                PageEnd::of(&rows, has_next, offset),
+                |connection| filtered(filter)?.count().get_result(connection).map_err(map_error),
+                |connection| {
+                    Explain(filtered(filter)?.select(users::id))
+                        .get_result(connection)
+                        .map_err(map_error)
+                },
+            )?;
+            Ok((rows, has_next, total))
         })?;
-        let total = match rows.first() {
-            Some((_, total)) => u64::try_from(*total).unwrap_or(0),
-            None if offset == 0 => 0,
-            None => {
-                let query = filtered(filter)?;
-                let total: i64 = self
-                    .connections
-                    .with(|connection| query.count().get_result(connection).map_err(map_error))?;
-                u64::try_from(total).unwrap_or(0)
-            }
-        };
-        let users = rows
-            .into_iter()
-            .map(|(row, _)| to_user(&row))
-            .collect::<Result<_, _>>()?;
-        Ok((users, total))
+        let users = rows.iter().map(to_user).collect::<Result<_, _>>()?;
+        Ok((users, has_next, total))
     }
 }
 
@@ -222,13 +256,13 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
     }
 
     fn get(&self, id: UserId, scope: Scope) -> Result<User, RepoError> {
-        self.find(scoped(scope).filter(users::id.eq(key(id))))?
+        self.find(|connection| user_row!(connection, scope, users::id.eq(key(id))))?
             .ok_or_else(|| RepoError::not_found("user", &id))
     }
 
     fn get_by_email(&self, email: &Email, scope: Scope) -> Result<User, RepoError> {
         // Stored lower-case, and Email is lower-case: equality is case-insensitive.
-        self.find(scoped(scope).filter(users::email.eq(email.as_str().to_owned())))?
+        self.find(|connection| user_row!(connection, scope, users::email.eq(email.as_str())))?
             .ok_or_else(|| RepoError::not_found("user", email))
     }
 
@@ -390,8 +424,8 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
     }
 
     fn list(&self, filter: &UserFilter, page: PageRequest) -> Result<OffsetPage<User>, RepoError> {
-        let (users, total) = self.page(filter, page)?;
-        Ok(OffsetPage::new(users, page, total))
+        let (users, has_next, total) = self.page(filter, page)?;
+        Ok(OffsetPage::new(users, page, has_next, total))
     }
 
     fn list_keyset(&self, filter: &UserFilter, page: &KeysetRequest) -> Result<KeysetPage<User>, RepoError> {
@@ -405,20 +439,14 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
         let mut query = filtered(filter)?;
         if let Some(position) = position {
             let (at, id) = (DbTimestamp(position.created_at), DbUuid(position.id));
-            // The full tuple, so rows sharing a timestamp are neither skipped nor repeated.
-            query = if backward {
-                query.filter(
-                    users::created_at
-                        .lt(at)
-                        .or(users::created_at.eq(at).and(users::id.lt(id))),
-                )
-            } else {
-                query.filter(
-                    users::created_at
-                        .gt(at)
-                        .or(users::created_at.eq(at).and(users::id.gt(id))),
-                )
-            };
+            // The full tuple, so rows sharing a timestamp are neither skipped nor repeated, as a
+            // row value, so that the database seeks the (created_at, id) index to the position.
+            let order = if backward { RowOrder::Before } else { RowOrder::After };
+            query = query.filter(row_compare(
+                (users::created_at, users::id),
+                order,
+                (at.into_sql::<Instant>(), id.into_sql::<Uuid>()),
+            ));
         }
         query = if backward {
             query.order((users::created_at.desc(), users::id.desc()))
@@ -475,7 +503,7 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
         page: PageRequest,
         range: TimeRange,
     ) -> Result<OffsetPage<UserWithAttendance>, RepoError> {
-        let (users, total) = self.page(filter, page)?;
+        let (users, has_next, total) = self.page(filter, page)?;
         let ids: Vec<DbUuid> = users.iter().map(|user| key(user.id)).collect();
         let mut by_user: HashMap<DbUuid, Vec<Attendance>> = HashMap::new();
         if !ids.is_empty() {
@@ -508,7 +536,7 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
                 UserWithAttendance { user, attendance }
             })
             .collect();
-        Ok(OffsetPage::new(items, page, total))
+        Ok(OffsetPage::new(items, page, has_next, total))
     }
 }
 

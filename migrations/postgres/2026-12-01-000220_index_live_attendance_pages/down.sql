@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY idx_attendance_created_at_id_user_id_live;

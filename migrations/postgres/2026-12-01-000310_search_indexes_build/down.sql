@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY idx_users_lower_email_lower_full_name_trgm;
