@@ -500,7 +500,15 @@ fn a_pooler_that_refuses_startup_options_gets_the_settings_by_query() {
     let name = database.postgres_name().expect("a PostgreSQL database");
     let pooler = RefusingPooler::start(upstream);
 
-    let url = format!("postgresql://{user}@127.0.0.1:{}/{name}?sslmode=disable", pooler.port);
+    // The test database's own password, if it has one (a container's does), percent-encoded.
+    let password = url::Url::parse(database.target().expose_connection_string())
+        .ok()
+        .and_then(|url| url.password().map(|password| format!(":{password}")))
+        .unwrap_or_default();
+    let url = format!(
+        "postgresql://{user}{password}@127.0.0.1:{}/{name}?sslmode=disable",
+        pooler.port
+    );
     let mut config = DatabaseConfig::new(DatabaseTarget::postgres_url(&url).expect("url"));
     config.session.statement_timeout = Duration::from_millis(1500);
     config.session.lock_timeout = Duration::from_millis(250);
