@@ -30,7 +30,7 @@ const RUNS: usize = 7;
 /// A rare search (about 10 users) and one every user matches. Left out, each for a reason
 /// documented in ARCHITECTURE.md ("Known gaps"): a search shorter than three characters has no
 /// trigram to look up and reads the table by design; and a search matching a few hundred users
-/// may be read in page order by the planner's choice (pg_trgm's LIKE estimates are coarse), which
+/// may be read in page order by the planner's choice (`pg_trgm`'s LIKE estimates are coarse), which
 /// the check would flag on some statistics samples and not on others.
 const SEARCHES: [&str; 2] = ["number 4242", "ser"];
 
