@@ -43,18 +43,7 @@ fn postgres_sessions_get_timeouts_and_application_name() {
     config.session.application_name = "pool-test".to_owned();
     let pool = Database::connect(config).expect("pool");
     let mut connection = pool.get().expect("connection");
-    assert_eq!(
-        setting(&mut connection, "SELECT current_setting('statement_timeout') AS value"),
-        "1500ms"
-    );
-    assert_eq!(
-        setting(&mut connection, "SELECT current_setting('lock_timeout') AS value"),
-        "250ms"
-    );
-    assert_eq!(
-        setting(&mut connection, "SELECT current_setting('application_name') AS value"),
-        "pool-test"
-    );
+    assert_session_settings(&mut connection, "pool-test");
 }
 
 #[test]
@@ -516,18 +505,7 @@ fn a_pooler_that_refuses_startup_options_gets_the_settings_by_query() {
     let manager = ConnectionManager::new(config.target, config.session, config.pool.connection_timeout);
     for _ in 0..2 {
         let mut connection = manager.establish().expect("a connection through the pooler");
-        assert_eq!(
-            setting(&mut connection, "SELECT current_setting('statement_timeout') AS value"),
-            "1500ms"
-        );
-        assert_eq!(
-            setting(&mut connection, "SELECT current_setting('lock_timeout') AS value"),
-            "250ms"
-        );
-        assert_eq!(
-            setting(&mut connection, "SELECT current_setting('application_name') AS value"),
-            "behind-a-pooler"
-        );
+        assert_session_settings(&mut connection, "behind-a-pooler");
     }
     let with_options: Vec<bool> = pooler
         .startups()
@@ -674,4 +652,21 @@ fn migrated_on(connection: &mut DbConnection, database: &TestDb) {
     repo_diesel::Migrator::embedded(database.backend(), repo_diesel::config::MigrationSettings::default())
         .run(connection)
         .expect("migrations apply");
+}
+
+/// The session settings the pool tests configure: 1500 ms, 250 ms and `application_name`.
+#[track_caller]
+fn assert_session_settings(connection: &mut DbConnection, application_name: &str) {
+    assert_eq!(
+        setting(connection, "SELECT current_setting('statement_timeout') AS value"),
+        "1500ms"
+    );
+    assert_eq!(
+        setting(connection, "SELECT current_setting('lock_timeout') AS value"),
+        "250ms"
+    );
+    assert_eq!(
+        setting(connection, "SELECT current_setting('application_name') AS value"),
+        application_name
+    );
 }

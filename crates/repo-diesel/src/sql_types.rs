@@ -209,15 +209,7 @@ fn sqlite_text(instant: DateTime<Utc>) -> String {
         return instant.format(SQLITE_TIMESTAMP_FORMAT).to_string();
     }
     put(20, 6, micros);
-    for (at, separator) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (26, b'Z'),
-    ] {
+    for (at, separator) in SQLITE_TIMESTAMP_SEPARATORS {
         text[at] = separator;
     }
     String::from_utf8_lossy(&text).into_owned()
@@ -237,21 +229,27 @@ impl FromSql<Instant, Sqlite> for DbTimestamp {
     }
 }
 
+/// Where [`SQLITE_TIMESTAMP_FORMAT`] puts its separators, written and checked byte by byte.
+const SQLITE_TIMESTAMP_SEPARATORS: [(usize, u8); 7] = [
+    (4, b'-'),
+    (7, b'-'),
+    (10, b'T'),
+    (13, b':'),
+    (16, b':'),
+    (19, b'.'),
+    (26, b'Z'),
+];
+
 /// The inverse of [`sqlite_text`]: [`SQLITE_TIMESTAMP_FORMAT`] read digit by digit, `None` for
 /// any other text. chrono's `parse_from_str` parses its format string on every call: two
 /// timestamps of a row cost about a fifth of a SQLite point read.
 fn parse_sqlite_text(text: &str) -> Option<DateTime<Utc>> {
     let bytes = text.as_bytes();
-    let separators = [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (26, b'Z'),
-    ];
-    if bytes.len() != 27 || separators.iter().any(|&(at, separator)| bytes[at] != separator) {
+    if bytes.len() != 27
+        || SQLITE_TIMESTAMP_SEPARATORS
+            .iter()
+            .any(|&(at, separator)| bytes[at] != separator)
+    {
         return None;
     }
     let number = |from: usize, to: usize| {
