@@ -8,13 +8,15 @@
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on standard output")]
 
+use migrator::Migrate as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use database::config::MigrationSettings;
+use database::{Database, DbConnection};
 use diesel::connection::{Connection as _, InstrumentationEvent, SimpleConnection as _};
-use repo_diesel::config::MigrationSettings;
-use repo_diesel::{Database, DbConnection, Migrator};
+use migrator::Migrator;
 use test_fixtures::TestDb;
 
 const RUNS: usize = 300;

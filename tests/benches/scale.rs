@@ -5,7 +5,7 @@
 //! ratios, with the issue's target and whether it is met.
 //!
 //! `cargo bench -p tests --bench scale` (PostgreSQL: `TEST_DATABASE_URL`, else the local server;
-//! needs `pgbench`, and the `seed` binary built, for `seed --migrate-only`). Nothing here asserts
+//! needs `pgbench`, and the `seed` binary built, for `dbctl migrate`). Nothing here asserts
 //! on time (absolute times move 40 % between runs on shared machines); every operation's result
 //! is checked instead, so a wrong page fails the run rather than being timed.
 //!
@@ -18,8 +18,11 @@
 //! 5. Offset page with each kind of total / keyset first page, at page 1 and at 90 % depth.
 //! 6. N+1 / eager page of 100 users with their attendance (target ≥ 5).
 //! 7. Substring search (common and rare 3 letters), keyset first page / without search.
-//! 8. `seed --migrate-only` at head: server sessions (target 1), round trips through a counting
+//! 8. `dbctl migrate` at head: server sessions (target 1), round trips through a counting
 //!    loopback proxy (target ≤ 2, the handshake counted apart), transactions.
+//! 9. Backup and verify of the million-user database (`ops::backup`, `ops::verify`), plain and
+//!    encrypted with age, on both backends, after the other figures: size against the
+//!    database's own, times, rows in the manifest; a verification that fails fails the run.
 //!
 //! The data is the seed's (`seed::seed_database`, binary `COPY` on PostgreSQL, multi-row
 //! `INSERT`s on SQLite), loaded on both backends at once with the migrations' secondary indexes
@@ -30,6 +33,7 @@
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on standard output")]
 
+use migrator::Migrate as _;
 use std::fmt;
 use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -41,12 +45,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike as _, NaiveDate, Utc};
+use database::sql_types::{DbTimestamp, DbUuid};
+use database::{Database, DatabaseConfig, DatabaseTarget, DbConnection};
 use diesel::connection::SimpleConnection as _;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::sqlite::SqliteConnection;
 use domain::{User, UserId};
+use migrator::Catalog;
 use repo::{
     Cursor, Direction, KeysetRequest, KeysetStart, PageRequest, Position, Repositories as _, Scope, TimeRange, Total,
     TotalMode, UserFilter,
@@ -54,8 +61,7 @@ use repo::{
 use repo_diesel::models::UserRow;
 use repo_diesel::repositories::DieselStore;
 use repo_diesel::schema::users;
-use repo_diesel::sql_types::{DbTimestamp, DbUuid};
-use repo_diesel::{Catalog, Database, DatabaseConfig, DatabaseTarget, DbConnection};
+use secrecy::ExposeSecret as _;
 use uuid::Uuid;
 
 const USERS: i64 = 1_000_000;
@@ -85,6 +91,8 @@ const WORKER_VAR: &str = "BENCH_SCALE_WORKER";
 const WORKER_URL_VAR: &str = "BENCH_SCALE_URL";
 const WORKER_READS_VAR: &str = "BENCH_SCALE_READS";
 const WORKER_IDS_VAR: &str = "BENCH_SCALE_IDS";
+/// Bytes in a mebibyte, for figure 9's sizes.
+const MIB: f64 = 1_048_576.0;
 /// Tried in order when `TEST_DATABASE_URL` is unset: TCP, as pgbench is run.
 const LOCAL_SERVERS: [&str; 3] = [
     "postgresql://localhost/postgres",
@@ -106,7 +114,7 @@ fn main() {
     let load_average_at_start = load_average();
     let (server, server_source) = server_url();
     // What the figures need besides the databases, checked before the long load.
-    let seed_binary = seed_binary();
+    let dbctl_binary = dbctl_binary();
     let pgbench_version = Command::new("pgbench")
         .arg("--version")
         .output()
@@ -147,7 +155,7 @@ fn main() {
         loads: [("PostgreSQL", &pg_load), ("SQLite", &sqlite_load)],
         load_wall,
         pgbench_init,
-        seed_binary: &seed_binary,
+        dbctl_binary: &dbctl_binary,
         load_average: load_average_at_start.clone(),
     });
 
@@ -163,8 +171,8 @@ fn main() {
         eprintln!("figures 4 to 7 on PostgreSQL");
         pages(&mut report, "postgres", &store, range);
     }
-    eprintln!("figure 8: seed --migrate-only at head");
-    migrate_only(&mut report, &seed_binary, &server, &app);
+    eprintln!("figure 8: dbctl migrate at head");
+    migrate_only(&mut report, &dbctl_binary, &server, &app);
     {
         let store = open_store(&sqlite_target);
         let ids = live_ids(&store);
@@ -173,6 +181,10 @@ fn main() {
         eprintln!("figures 4 to 7 on SQLite");
         pages(&mut report, "sqlite", &store, range);
     }
+    eprintln!("figure 9: backup and verify on PostgreSQL");
+    backup_and_verify(&mut report, "postgres", &pg_target, None);
+    eprintln!("figure 9: backup and verify on SQLite");
+    backup_and_verify(&mut report, "sqlite", &sqlite_target, Some(&sqlite_path));
     report.print();
     println!(
         "\ntotal run time {:.0} s (load {:.0} s); load average {load_average_at_start} at the start, {} at the end",
@@ -456,8 +468,8 @@ fn live_ids(store: &DieselStore) -> Vec<Uuid> {
     ids.into_iter().map(|id| id.0).collect()
 }
 
-/// The `seed` binary of this target directory (the newer of release and debug).
-fn seed_binary() -> PathBuf {
+/// The `dbctl` binary of this target directory (the newer of release and debug).
+fn dbctl_binary() -> PathBuf {
     let executable = std::env::current_exe().expect("this executable");
     // <target>/<profile>/deps/scale-<hash>
     let target = executable
@@ -466,12 +478,12 @@ fn seed_binary() -> PathBuf {
         .expect("the benchmark runs from a target directory");
     ["release", "debug"]
         .iter()
-        .map(|profile| target.join(profile).join("seed"))
+        .map(|profile| target.join(profile).join("dbctl"))
         .filter(|path| path.is_file())
         .max_by_key(|path| path.metadata().and_then(|metadata| metadata.modified()).ok())
         .unwrap_or_else(|| {
             panic!(
-                "no seed binary in {}/{{release,debug}}: build it first with `cargo build -p seed`",
+                "no dbctl binary in {}/{{release,debug}}: build it first with `cargo build -p dbctl`",
                 target.display()
             )
         })
@@ -492,7 +504,7 @@ struct Setup<'a> {
     loads: [(&'static str, &'a Load); 2],
     load_wall: Duration,
     pgbench_init: Duration,
-    seed_binary: &'a Path,
+    dbctl_binary: &'a Path,
     load_average: String,
 }
 
@@ -521,7 +533,7 @@ fn print_setup(setup: &Setup<'_>) {
     println!(
         "both loads ran at once: {:.1} s wall; seed binary for figure 8: {}; {} cores, load average {}",
         setup.load_wall.as_secs_f64(),
-        setup.seed_binary.display(),
+        setup.dbctl_binary.display(),
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         setup.load_average
     );
@@ -1275,7 +1287,7 @@ fn searches(report: &mut Report, backend: &'static str, store: &DieselStore, exp
 }
 
 // ---------------------------------------------------------------------------------------------
-// Figure 8: seed --migrate-only at head
+// Figure 8: dbctl migrate at head
 
 #[derive(QueryableByName, Debug, Clone, Copy)]
 struct DatabaseStats {
@@ -1312,7 +1324,7 @@ fn settled_stats(admin: &mut PgConnection, name: &str, settled: impl Fn(&Databas
     }
 }
 
-fn migrate_only(report: &mut Report, seed: &Path, server: &str, database: &ScratchDatabase) {
+fn migrate_only(report: &mut Report, dbctl: &Path, server: &str, database: &ScratchDatabase) {
     let url = url::Url::parse(&database.url).expect("a URL");
     let upstream = (
         url.host_str().expect("a PostgreSQL server on TCP").to_owned(),
@@ -1331,20 +1343,20 @@ fn migrate_only(report: &mut Report, seed: &Path, server: &str, database: &Scrat
             .query_pairs_mut()
             .append_pair("sslmode", "disable")
             .append_pair("gssencmode", "disable");
-        let mut command = Command::new(seed);
+        let mut command = Command::new(dbctl);
         for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("DATABASE_")) {
             command.env_remove(name);
         }
         let output = command
-            .arg("--migrate-only")
+            .arg("migrate")
             .env("DATABASE_URL", proxied.as_str())
             .env("RUST_LOG", "warn")
             .output()
-            .expect("the seed binary runs");
+            .expect("the dbctl binary runs");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),
-            "seed --migrate-only failed: {stdout} {}",
+            "dbctl migrate failed: {stdout} {}",
             String::from_utf8_lossy(&output.stderr)
         );
         assert!(
@@ -1372,7 +1384,7 @@ fn migrate_only(report: &mut Report, seed: &Path, server: &str, database: &Scrat
         }
     }
     let [sessions, round_trips, handshake, commits] = samples;
-    let what = |text: &str| format!("seed --migrate-only at head: {text}");
+    let what = |text: &str| format!("dbctl migrate at head: {text}");
     report.count(
         Measure::new("8", "postgres", what("server sessions (pg_stat_database.sessions)"))
             .target(Target::AtMost(1.0))
@@ -1573,6 +1585,174 @@ fn copy(mut from: &TcpStream, mut to: &TcpStream, seen: impl Fn(&[u8])) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Figure 9: backup and verify
+
+#[derive(QueryableByName)]
+struct DatabaseSize {
+    #[diesel(sql_type = BigInt)]
+    bytes: i64,
+}
+
+/// The database's own size and how it was measured: `pg_database_size` on PostgreSQL; on SQLite
+/// the file's size after a checkpoint that empties the WAL into it (plus what is left in the WAL).
+fn database_size(database: &Database, sqlite_file: Option<&Path>) -> (u64, &'static str) {
+    let mut connection = database.get().expect("a connection");
+    match (&mut *connection, sqlite_file) {
+        (DbConnection::Pg(pg), None) => {
+            let size: DatabaseSize = diesel::sql_query("SELECT pg_database_size(current_database()) AS bytes")
+                .get_result(pg)
+                .expect("pg_database_size");
+            (
+                u64::try_from(size.bytes).expect("a size"),
+                "pg_database_size(current_database())",
+            )
+        }
+        (DbConnection::Sqlite(_), Some(path)) => {
+            execute(&mut connection, "PRAGMA wal_checkpoint(TRUNCATE)");
+            let size = |path: &Path| std::fs::metadata(path).map_or(0, |metadata| metadata.len());
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            let file = std::fs::metadata(path)
+                .unwrap_or_else(|error| panic!("the size of {}: {error}", path.display()))
+                .len();
+            (
+                file + size(Path::new(&wal)),
+                "the file (and its WAL) after wal_checkpoint(TRUNCATE)",
+            )
+        }
+        _ => panic!("a SQLite database is measured by its file, a PostgreSQL one by the server"),
+    }
+}
+
+/// Figure 9: `ops::backup` then `ops::verify` of that backup, plain and encrypted with age to a
+/// key made for this run, each once (a million rows: seconds to a minute each), with the backups
+/// in a temporary directory removed at the end. A verification that does not pass fails the run.
+fn backup_and_verify(report: &mut Report, backend: &'static str, target: &DatabaseTarget, sqlite_file: Option<&Path>) {
+    let database = Database::connect(DatabaseConfig::new(target.clone())).expect("the database opens");
+    let (database_bytes, measured_by) = database_size(&database, sqlite_file);
+    report.value(
+        Measure::new("9", backend, "database size, MiB (for comparison)"),
+        float(database_bytes) / MIB,
+        1,
+        format!("{database_bytes} bytes; {measured_by}"),
+    );
+    let scratch = tempfile::Builder::new()
+        .prefix("bench-scale-backups-")
+        .tempdir()
+        .expect("a temporary directory for the backups");
+    let identity = age::x25519::Identity::generate();
+    let identity_file = scratch.path().join("bench.key");
+    std::fs::write(&identity_file, identity.to_string().expose_secret()).expect("the age key is written");
+    let recipients =
+        ops::encryption::Recipients::parse("bench", &identity.to_public().to_string()).expect("the age public key");
+    for (variant, encrypted) in [("plain", false), ("age", true)] {
+        let mut settings = ops::BackupSettings::in_directory(scratch.path().join(variant));
+        if encrypted {
+            settings.recipients = Some(recipients.clone());
+            settings.identity_file = Some(identity_file.clone());
+        }
+        let what = |text: &str| format!("backup and verify of the 1,000,000-user database, {variant}: {text}");
+        eprintln!("{backend}, {variant}: backup");
+        let started = Instant::now();
+        let manifest = ops::backup(&database, &settings)
+            .unwrap_or_else(|error| panic!("the {variant} backup of the {backend} database failed: {error}"));
+        let backup_time = started.elapsed();
+        let path = settings.directory.join(&manifest.file.name);
+        let on_disk = std::fs::metadata(&path)
+            .unwrap_or_else(|error| panic!("the backup file {}: {error}", path.display()))
+            .len();
+        assert_eq!(
+            on_disk,
+            manifest.file.size,
+            "the manifest gives the size of {}",
+            path.display()
+        );
+        assert_eq!(
+            manifest.encryption.is_some(),
+            encrypted,
+            "the {variant} backup of {backend} is encrypted exactly when recipients are set"
+        );
+        assert_eq!(
+            manifest.row_counts.get("users").copied(),
+            Some(u64::try_from(USERS).expect("positive")),
+            "the {variant} backup of {backend} holds every user: {:?}",
+            manifest.row_counts
+        );
+        eprintln!(
+            "{backend}, {variant}: backup {} of {on_disk} bytes in {:.1} s; verify",
+            manifest.id,
+            backup_time.as_secs_f64()
+        );
+        let started = Instant::now();
+        let verification = ops::verify(&database, &settings, Some(&manifest.id)).unwrap_or_else(|error| {
+            panic!("the verification of the {variant} {backend} backup could not run: {error}")
+        });
+        let verify_time = started.elapsed();
+        eprint!("{verification}");
+        assert!(
+            verification.passed(),
+            "the {variant} backup {} of the {backend} database failed its verification:\n{verification}",
+            manifest.id
+        );
+        let rows: u64 = manifest.row_counts.values().sum();
+        let not_run: Vec<&str> = verification
+            .checks
+            .iter()
+            .filter(|check| check.outcome == ops::CheckOutcome::NotRun)
+            .map(|check| check.name.as_str())
+            .collect();
+        let restore = verification
+            .checks
+            .iter()
+            .find(|check| check.name == "restore")
+            .map_or("no restore", |check| check.detail.as_str());
+        report.value(
+            Measure::new("9", backend, what("backup size, MiB")),
+            float(on_disk) / MIB,
+            1,
+            format!("{on_disk} bytes; {}", manifest.file.format),
+        );
+        report.ratio(
+            Measure::new("9", backend, what("backup size / database size")),
+            &[float(on_disk)],
+            &[float(database_bytes)],
+            Unit::Bytes,
+        );
+        report.value(
+            Measure::new("9", backend, what("backup time, s")),
+            backup_time.as_secs_f64(),
+            1,
+            format!("manifest: {} ms; {}", manifest.duration_ms, manifest.tool),
+        );
+        report.value(
+            Measure::new("9", backend, what("verify time, s")),
+            verify_time.as_secs_f64(),
+            1,
+            format!(
+                "passed, {} checks{}; restore: {restore}; verification: {} ms",
+                verification.checks.len(),
+                if not_run.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not run: {})", not_run.join(", "))
+                },
+                verification.duration_ms
+            ),
+        );
+        report.value(
+            Measure::new("9", backend, what("rows in the manifest")),
+            float(rows),
+            0,
+            format!("{} tables", manifest.row_counts.len()),
+        );
+    }
+    drop(database);
+    scratch
+        .close()
+        .expect("the temporary directory of the backups is removed");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Sampling and the report
 
 /// Runs each operation once per round, in the same order every round (A, B, C, A, B, C, ...),
@@ -1624,6 +1804,7 @@ enum Unit {
     ReadsPerSecond,
     Seconds,
     Instructions,
+    Bytes,
 }
 
 impl Unit {
@@ -1633,6 +1814,7 @@ impl Unit {
             Self::Seconds if value < 0.01 => format!("{:.3} ms", value * 1e3),
             Self::Seconds => format!("{:.1} ms", value * 1e3),
             Self::Instructions => format!("{:.0}k instructions", value / 1e3),
+            Self::Bytes => format!("{:.1} MiB", value / MIB),
         }
     }
 }
@@ -1702,6 +1884,8 @@ struct Row {
     measure: Measure,
     /// The spread and its decimals, or why it was not measured.
     value: Result<(Spread, usize), String>,
+    /// Samples behind the spread: a single one has no range.
+    runs: usize,
     detail: String,
 }
 
@@ -1723,6 +1907,7 @@ impl Report {
         self.rows.push(Row {
             measure,
             value: Ok((Spread::of(&ratios), 2)),
+            runs: ratios.len(),
             detail,
         });
     }
@@ -1731,7 +1916,18 @@ impl Report {
         self.rows.push(Row {
             measure,
             value: Ok((Spread::of(values), 0)),
+            runs: values.len(),
             detail: format!("{} runs", values.len()),
+        });
+    }
+
+    /// One measured value, shown with `decimals`.
+    fn value(&mut self, measure: Measure, value: f64, decimals: usize, detail: String) {
+        self.rows.push(Row {
+            measure,
+            value: Ok((Spread::of(&[value]), decimals)),
+            runs: 1,
+            detail,
         });
     }
 
@@ -1739,6 +1935,7 @@ impl Report {
         self.rows.push(Row {
             measure,
             value: Err(reason),
+            runs: 0,
             detail: String::new(),
         });
     }
@@ -1746,7 +1943,7 @@ impl Report {
     fn print(&self) {
         println!(
             "\nmedian and min–max over interleaved rounds ({ROUNDS}, or {SLOW_ROUNDS} for slow operations) of \
-             per-round ratios (figure 8: counts per run); met/missed judges the median; detail: medians of \
+             per-round ratios (figure 8: counts per run; figure 9: one run, no range); met/missed judges the median; detail: medians of \
              both sides\n"
         );
         println!("| # | measure | backend | median | min–max | target | | detail |");
@@ -1761,7 +1958,11 @@ impl Report {
             let (median, range, verdict) = match &row.value {
                 Ok((spread, decimals)) => (
                     format!("{:.*}", decimals, spread.median),
-                    format!("{:.*}–{:.*}", decimals, spread.min, decimals, spread.max),
+                    if row.runs > 1 {
+                        format!("{:.*}–{:.*}", decimals, spread.min, decimals, spread.max)
+                    } else {
+                        "—".to_owned()
+                    },
                     measure
                         .target
                         .map_or("", |target| if target.met(spread.median) { "met" } else { "missed" }),

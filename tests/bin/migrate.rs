@@ -8,9 +8,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use repo_diesel::config::{DatabaseConfig, DatabaseTarget};
-use repo_diesel::connection::ConnectionManager;
-use repo_diesel::{MigrationSet, Migrator};
+use database::config::{DatabaseConfig, DatabaseTarget};
+use database::connection::ConnectionManager;
+use migrator::{MigrationSet, Migrator};
 
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();

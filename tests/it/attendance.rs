@@ -1,6 +1,7 @@
 //! `AttendanceRepository` and the unit of work, on both backends: check-in and check-out rules,
 //! concurrency, scopes, daily totals computed in SQL, joins in one query, transactions.
 
+use migrator::Migrate as _;
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};

@@ -2,6 +2,7 @@
 //! leaves the database unchanged. Also the two errors that come from the database's state rather
 //! than the input: a busy database is a `Timeout`, an exhausted pool is `Unavailable`.
 
+use migrator::Migrate as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use crate::support::{conformance, password_hash};
 fn store(database: &TestDb, tune: impl FnOnce(&mut repo_diesel::DatabaseConfig)) -> DieselStore {
     let mut config = database.config();
     tune(&mut config);
-    let pool = repo_diesel::Database::connect(config).expect("pool");
+    let pool = database::Database::connect(config).expect("pool");
     pool.migrate().expect("migrate");
     DieselStore::new(Arc::new(pool))
 }

@@ -1,6 +1,8 @@
 //! A private PostgreSQL cluster for tests that restart, kill or break a server: initialised in a
-//! temporary directory, run as the `postgres` user on a free loopback port, removed on drop.
+//! temporary directory (or started on a data directory made elsewhere, such as a restored backup),
+//! run as the `postgres` user on a free loopback port, removed on drop.
 
+use std::fmt::Write as _;
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
 /// `pg_ctl -t`: how long `pg_ctl` waits for a start or stop to complete.
 const PG_CTL_WAIT_SECONDS: &str = "60";
 /// How long `wait_ready` polls `pg_isready`.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const READY_TIMEOUT: Duration = Duration::from_mins(1);
 /// How long a killed postmaster and its backends may take to disappear.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a start is retried while the old server's shared memory or lock file lingers.
@@ -33,6 +35,8 @@ const POLL: Duration = Duration::from_millis(10);
 /// acknowledged is on disk.
 pub struct PrivateCluster {
     directory: TempDir,
+    /// The data directory, inside `directory`.
+    data: PathBuf,
     bin: PathBuf,
     port: u16,
 }
@@ -51,28 +55,101 @@ impl PrivateCluster {
     /// carries the command's output and the tail of the server log).
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with_settings(&[])
+    }
+
+    /// Initialises a cluster in a new temporary directory, appends `name = 'value'` for each of
+    /// `settings` to its `postgresql.conf` (the value quoted for a configuration file: single
+    /// quotes and backslashes doubled), and starts it. A base backup of the cluster carries the
+    /// settings along, as it carries `postgresql.conf`.
+    ///
+    /// # Panics
+    /// As [`Self::start`] does, and when a value holds a line break.
+    #[must_use]
+    pub fn start_with_settings(settings: &[(&str, &str)]) -> Self {
+        let directory = Self::scratch_directory();
+        let data = directory.path().join("data");
+        let cluster = Self {
+            directory,
+            data,
+            bin: server_bin_dir(),
+            port: free_port(),
+        };
+        cluster.initdb();
+        if !settings.is_empty() {
+            let conf_path = cluster.data.join("postgresql.conf");
+            let mut conf = std::fs::read_to_string(&conf_path).expect("the new cluster's postgresql.conf");
+            conf.push_str("\n# Settings of the test (PrivateCluster::start_with_settings)\n");
+            for (name, value) in settings {
+                assert!(
+                    !value.contains(['\n', '\r']),
+                    "the value of {name} holds a line break: {value:?}"
+                );
+                let quoted = value.replace('\\', "\\\\").replace('\'', "''");
+                let _ = writeln!(conf, "{name} = '{quoted}'");
+            }
+            std::fs::write(&conf_path, conf).expect("write postgresql.conf");
+        }
+        cluster.first_start()
+    }
+
+    /// Starts a server on `data`, a data directory made elsewhere inside `directory` (for example
+    /// a base backup prepared for recovery), once it and everything in it belong to `postgres`
+    /// with mode 0700 on the data directory. `directory` should come from
+    /// [`Self::scratch_directory`]; it is removed on drop, with the data directory.
+    ///
+    /// `pg_ctl start` waits until the server accepts connections, which a server in archive
+    /// recovery does once it is consistent (`hot_standby` is on by default).
+    ///
+    /// # Panics
+    /// When `data` is not inside `directory`, or the server does not start (the message carries
+    /// the tail of the server log).
+    #[must_use]
+    pub fn start_on_data_dir(directory: TempDir, data: PathBuf) -> Self {
+        assert!(
+            data.starts_with(directory.path()) && data != directory.path(),
+            "the data directory {} must lie inside {}, which is removed on drop",
+            data.display(),
+            directory.path().display()
+        );
+        hand_to_postgres(&data);
+        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod 0700 on the data directory");
+        Self {
+            directory,
+            data,
+            bin: server_bin_dir(),
+            port: free_port(),
+        }
+        .first_start()
+    }
+
+    /// A new temporary directory that belongs to `postgres`, for a cluster's files or for files a
+    /// server must reach (a WAL archive). Removed when dropped.
+    ///
+    /// # Panics
+    /// When the directory cannot be made or handed over.
+    #[must_use]
+    pub fn scratch_directory() -> TempDir {
         let directory = tempfile::Builder::new()
             .prefix("private-pg-")
             .tempdir()
             .expect("a temporary directory for the private cluster");
-        let chown = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(directory.path())
-            .status()
-            .expect("chown runs");
-        assert!(
-            chown.success(),
-            "chown -R postgres:postgres {} failed: {chown}",
-            directory.path().display()
-        );
-        let mut cluster = Self {
-            directory,
-            bin: server_bin_dir(),
-            port: free_port(),
-        };
-        let initdb = cluster.bin.join("initdb");
-        let data = cluster.data_dir();
-        let outcome = cluster.run_as_postgres(
+        hand_to_postgres(directory.path());
+        directory
+    }
+
+    /// The directory of the server binaries (`pg_ctl`, `pg_basebackup`, …) this cluster runs.
+    #[must_use]
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
+    /// `initdb` of the data directory, as `postgres`, with trust authentication.
+    fn initdb(&self) {
+        let initdb = self.bin.join("initdb");
+        let data = self.data_dir();
+        let outcome = self.run_as_postgres(
             &initdb,
             &[
                 "-D".as_ref(),
@@ -92,22 +169,26 @@ impl PrivateCluster {
             outcome.status,
             outcome.output
         );
+    }
+
+    /// The first start, on a new port for each attempt while another process takes the port.
+    fn first_start(mut self) -> Self {
         for attempt in 1..=PORT_ATTEMPTS {
-            let log_start = cluster.log_len();
-            let outcome = cluster.pg_ctl_start();
+            let log_start = self.log_len();
+            let outcome = self.pg_ctl_start();
             if outcome.status.success() {
-                return cluster;
+                return self;
             }
-            let log = cluster.log_since(log_start);
+            let log = self.log_since(log_start);
             let port_taken = log.contains("could not bind") || log.contains("Address already in use");
             assert!(
                 port_taken && attempt < PORT_ATTEMPTS,
                 "the private cluster did not start on port {} ({}):\n{}\n--- server log ---\n{log}",
-                cluster.port,
+                self.port,
                 outcome.status,
                 outcome.output
             );
-            cluster.port = free_port();
+            self.port = free_port();
         }
         unreachable!("the loop above returns or panics");
     }
@@ -273,7 +354,7 @@ impl PrivateCluster {
     }
 
     fn data_dir(&self) -> PathBuf {
-        self.directory.path().join("data")
+        self.data.clone()
     }
 
     fn log_path(&self) -> PathBuf {
@@ -449,6 +530,24 @@ fn server_bin_dir() -> PathBuf {
         .max_by_key(|(version, _)| *version)
         .map(|(_, bin)| bin)
         .expect("initdb under /usr/lib/postgresql/<version>/bin")
+}
+
+/// `chown -R postgres:postgres path`: the server runs as `postgres` and must own its data
+/// directory and reach what its commands use (a WAL archive).
+///
+/// # Panics
+/// When `chown` cannot run or fails.
+pub fn hand_to_postgres(path: &Path) {
+    let chown = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(path)
+        .status()
+        .expect("chown runs");
+    assert!(
+        chown.success(),
+        "chown -R postgres:postgres {} failed: {chown}",
+        path.display()
+    );
 }
 
 /// A loopback port nothing listens on right now.

@@ -1,9 +1,9 @@
 //! The database itself rejects bad rows: every constraint, one case each, on both backends.
 
+use database::DbConnection;
 use diesel::RunQueryDsl as _;
 use diesel::connection::SimpleConnection as _;
 use diesel::result::{DatabaseErrorKind, Error};
-use repo_diesel::DbConnection;
 use test_fixtures::TestDb;
 
 use crate::support::{AttendanceRow, UserRow, count_rows, insert_attendance, insert_user, migrated, on_both_backends};

@@ -3,6 +3,7 @@
 //! pool recovers when the server ends every connection, a full disk is `StorageFull` and keeps
 //! what was acknowledged, and errors keep their types (but one) under German server messages.
 
+use migrator::Migrate as _;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -14,6 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use database::sql_types::{DbTimestamp, DbUuid};
+use database::{Database, DatabaseConfig, DatabaseTarget, DbConnection};
 use diesel::connection::SimpleConnection as _;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
@@ -22,8 +25,6 @@ use domain::{AttendanceId, CheckIn, RegisterUser, UserId};
 use repo::{RepoError, Repositories as _, Scope, UnitOfWorkExt as _};
 use repo_diesel::bulk::{NewAttendanceRow, NewUserRow};
 use repo_diesel::repositories::DieselStore;
-use repo_diesel::sql_types::{DbTimestamp, DbUuid};
-use repo_diesel::{Database, DatabaseConfig, DatabaseTarget, DbConnection};
 use service::{AttendanceService, ServiceError};
 use test_fixtures::TestDb;
 
@@ -48,7 +49,7 @@ const SCHEDULE: [Restart; 10] = [
 /// How long the writers get after a restart before giving up on them (the schedule goes on).
 const RECOVERY_LIMIT: Duration = Duration::from_secs(20);
 /// A bound on the writers whatever happens to the thread that would stop them.
-const WRITERS_LIMIT: Duration = Duration::from_secs(600);
+const WRITERS_LIMIT: Duration = Duration::from_mins(10);
 /// Pause after a failed call, so that a writer does not spin while the server is down.
 const BACKOFF: Duration = Duration::from_millis(10);
 /// Free space the full-disk test leaves on its tmpfs after migrating, so that the users table
@@ -134,7 +135,7 @@ fn a_commit_that_fails_in_a_deferred_trigger_is_an_error() {
 /// 500 ms behaves the same for a connection used less than 500 ms ago.
 #[test]
 fn terminated_connections_used_within_the_validation_window_fail_one_call_each() {
-    the_pool_recovers_after_every_connection_is_terminated(Validation::Window(Duration::from_secs(600)));
+    the_pool_recovers_after_every_connection_is_terminated(Validation::Window(Duration::from_mins(10)));
 }
 
 /// With the default settings, connections idle past the validation window (500 ms) are pinged
@@ -142,7 +143,7 @@ fn terminated_connections_used_within_the_validation_window_fail_one_call_each()
 #[test]
 fn terminated_connections_idle_past_the_validation_window_fail_no_call() {
     the_pool_recovers_after_every_connection_is_terminated(Validation::Window(
-        repo_diesel::config::PoolSettings::default().validate_idle_after,
+        database::config::PoolSettings::default().validate_idle_after,
     ));
 }
 
@@ -316,7 +317,7 @@ fn acknowledged_writes_survive_restarts(test_on_check_out: bool) {
     let ping = if test_on_check_out {
         format!(
             "on for connections idle {} ms",
-            repo_diesel::config::PoolSettings::default()
+            database::config::PoolSettings::default()
                 .validate_idle_after
                 .as_millis()
         )
@@ -793,7 +794,7 @@ fn the_pool_recovers_after_every_connection_is_terminated(validation: Validation
 
     let mut admin = TestDb::postgres_admin().expect("an admin connection to the shared server");
     let terminated = terminate_backends_of(&mut admin, &name);
-    let idle_past_the_window = matches!(validation, Validation::Window(window) if window < Duration::from_secs(60));
+    let idle_past_the_window = matches!(validation, Validation::Window(window) if window < Duration::from_mins(1));
     if idle_past_the_window {
         // Every connection came back at `returned`: wait until each is idle past the window.
         thread::sleep(window.saturating_sub(returned.elapsed()) + Duration::from_millis(50));

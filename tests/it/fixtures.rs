@@ -2,6 +2,7 @@
 //! it, and the builders of `test-fixtures` make valid, unique data through the repositories, on
 //! both backends.
 
+use migrator::Migrate as _;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -103,8 +104,7 @@ fn migrated_postgres_test_databases_are_isolated_copies_of_a_locked_template_and
     // Each copy is already at head: the start-up runner has nothing to apply.
     for database in [&first, &second] {
         let mut connection = database.connect();
-        let migrator =
-            repo_diesel::Migrator::embedded(database.backend(), repo_diesel::config::MigrationSettings::default());
+        let migrator = migrator::Migrator::embedded(database.backend(), database::config::MigrationSettings::default());
         assert!(migrator.status(&mut connection).expect("status").is_at_head());
         assert!(migrator.run(&mut connection).expect("run").applied.is_empty());
     }
@@ -144,7 +144,7 @@ fn empty_postgres_test_databases_have_no_schema() {
         return;
     };
     let mut connection = database.connect();
-    let status = repo_diesel::Migrator::embedded(database.backend(), repo_diesel::config::MigrationSettings::default())
+    let status = migrator::Migrator::embedded(database.backend(), database::config::MigrationSettings::default())
         .status(&mut connection)
         .expect("status");
     assert!(status.applied.is_empty());

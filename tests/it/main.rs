@@ -10,6 +10,7 @@ mod faults;
 mod fixtures;
 mod migrations;
 mod migrator;
+mod pitr;
 mod plans;
 mod pool;
 mod schema;

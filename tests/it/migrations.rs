@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use repo_diesel::catalog::{Catalog, ConstraintKind};
-use repo_diesel::migrations::{self, MigrationSet, SqlMigration};
-use repo_diesel::{Backend, DbConnection};
+use database::{Backend, DbConnection};
+use migrator::catalog::{Catalog, ConstraintKind};
+use migrator::migrations::{self, MigrationSet, SqlMigration};
 use test_fixtures::TestDb;
 
 use crate::support::{migrated, on_both_backends};

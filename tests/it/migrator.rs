@@ -9,14 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use database::config::MigrationSettings;
+use database::{Backend, DbConnection};
 use diesel::connection::{Connection as _, InstrumentationEvent, SimpleConnection as _};
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use repo_diesel::catalog::Catalog;
-use repo_diesel::config::MigrationSettings;
-use repo_diesel::migrations::{self, MigrationSet, SqlMigration};
-use repo_diesel::migrator::LOCK_KEY;
-use repo_diesel::{Backend, DbConnection, Migrator, MigratorError};
+use migrator::catalog::Catalog;
+use migrator::migrations::{self, MigrationSet, SqlMigration};
+use migrator::runner::LOCK_KEY;
+use migrator::{Migrator, MigratorError};
 use tempfile::TempDir;
 use test_fixtures::TestDb;
 
@@ -199,7 +200,7 @@ fn baseline(database: &TestDb) {
         matches!(&error, MigratorError::NeedsBaseline { tables } if tables.contains(&"users".to_owned())),
         "{error}"
     );
-    assert!(error.to_string().contains("seed --baseline"), "{error}");
+    assert!(error.to_string().contains("dbctl baseline"), "{error}");
 
     // A schema that differs from what the migrations create is not baselined.
     connection
@@ -308,7 +309,7 @@ fn dirty_migration(database: &TestDb) {
     assert!(
         error
             .to_string()
-            .contains("seed --clear-dirty 2000-01-01-000002_index_widgets"),
+            .contains("dbctl clear-dirty 2000-01-01-000002_index_widgets"),
         "{error}"
     );
     let status = migrator.status(&mut connection).expect("status");
@@ -366,7 +367,7 @@ fn edited_migration(database: &TestDb) {
             matches!(&error, MigratorError::ChecksumMismatch { migration, file: edited_file } if migration == original.name() && *edited_file == file),
             "{error}"
         );
-        assert!(error.to_string().contains("seed --accept-checksum"), "{error}");
+        assert!(error.to_string().contains("dbctl accept-checksum"), "{error}");
         assert_eq!(
             migrator
                 .status(&mut connection)
@@ -547,7 +548,7 @@ fn unknown_dirty(database: &TestDb) {
         .expect("a marker left by a newer release");
     let error = migrator.run(&mut connection).expect_err("blocked");
     assert!(
-        error.to_string().contains("seed --clear-dirty 20990101000000"),
+        error.to_string().contains("dbctl clear-dirty 20990101000000"),
         "{error}"
     );
     migrator

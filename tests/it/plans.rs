@@ -4,9 +4,11 @@
 //! fails on a sequential scan of `users` or `attendance`, on a sort of a large part of a table,
 //! or on a plan that reads and discards a large part of one.
 
+use migrator::Migrate as _;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use database::config::{DatabaseConfig, DatabaseTarget};
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use domain::{CheckIn, CheckOut, FullName, UserChanges};
@@ -14,7 +16,6 @@ use repo::{
     KeysetRequest, KeysetStart, PageRequest, Repositories, Scope, TimeRange, TotalMode, UnitOfWorkExt as _, UserFilter,
 };
 use repo_diesel::Database;
-use repo_diesel::config::{DatabaseConfig, DatabaseTarget};
 use repo_diesel::repositories::DieselStore;
 
 use crate::cluster::PrivateCluster;

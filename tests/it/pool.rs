@@ -2,19 +2,20 @@
 //! secrets kept out of errors, the checkout validation window, and what a start-up at head
 //! costs the server.
 
+use migrator::Migrate as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use database::config::{DatabaseConfig, DatabaseTarget};
+use database::connection::ConnectionManager;
+use database::{Database, DbConnection, PoolError};
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection as _};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Text};
-use repo_diesel::config::{DatabaseConfig, DatabaseTarget};
-use repo_diesel::connection::ConnectionManager;
-use repo_diesel::{Database, DbConnection, PoolError};
 use test_fixtures::TestDb;
 
 use crate::support::{migrated, on_both_backends};
@@ -162,7 +163,7 @@ fn a_connection_the_server_closed_within_the_window_fails_once_and_is_replaced()
     let mut config = database.config();
     config.pool.max_size = 1;
     // Long enough that "within the window" holds on any machine.
-    config.pool.validate_idle_after = Duration::from_secs(600);
+    config.pool.validate_idle_after = Duration::from_mins(10);
     let pool = Database::connect(config).expect("pool");
     let first_pid = backend_pid(&mut pool.get().expect("connection"));
     terminate_backend(&database, &first_pid);
@@ -649,7 +650,7 @@ fn in_memory_connections_opened_before_the_migrations_see_the_tables_under_a_wri
 }
 
 fn migrated_on(connection: &mut DbConnection, database: &TestDb) {
-    repo_diesel::Migrator::embedded(database.backend(), repo_diesel::config::MigrationSettings::default())
+    migrator::Migrator::embedded(database.backend(), database::config::MigrationSettings::default())
         .run(connection)
         .expect("migrations apply");
 }

@@ -1,11 +1,11 @@
 //! The migrated schema: naming convention, indexed foreign keys, comments, and an `updated_at`
 //! that the database keeps current.
 
+use database::DbConnection;
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
 use diesel::sql_types::Bool;
-use repo_diesel::DbConnection;
-use repo_diesel::catalog::{Catalog, ConstraintKind};
+use migrator::catalog::{Catalog, ConstraintKind};
 use test_fixtures::TestDb;
 
 use crate::support::{UserRow, insert_user, migrated, on_both_backends};
@@ -300,9 +300,9 @@ on_both_backends!(rows_round_trip_through_the_schema_module, rows_round_trip);
 /// by time (on SQLite, as text).
 fn rows_round_trip(database: &TestDb) {
     use chrono::TimeDelta;
+    use database::sql_types::{DbTimestamp, DbUuid};
     use repo_diesel::models::{AttendanceRow, UserRow};
     use repo_diesel::schema::{attendance, users};
-    use repo_diesel::sql_types::{DbTimestamp, DbUuid};
 
     let mut connection = migrated(database);
     let now = domain::time::now();

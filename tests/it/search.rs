@@ -6,12 +6,12 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
+use database::{Backend, DbConnection};
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use domain::{Email, FullName, UserChanges};
 use repo::{KeysetRequest, KeysetStart, PageRequest, Scope, UserFilter, UserRepository};
 use repo_diesel::repositories::{Connections as _, DieselUserRepository};
-use repo_diesel::{Backend, DbConnection};
 use test_fixtures::TestDb;
 
 use crate::support::{conformance, migrated, new_user};
@@ -344,8 +344,8 @@ conformance!(a_search_most_users_match_is_answered_exactly, a_search_most_users_
 /// Past 10,000 candidates SQLite skips the trigram candidates and reads users in page order, as
 /// without the index (a page of a common search ends early): the answer stays exact.
 fn a_search_most_users_match(database: &TestDb) {
+    use database::sql_types::{DbTimestamp, DbUuid};
     use repo_diesel::bulk::{NewUserRow, insert_users};
-    use repo_diesel::sql_types::{DbTimestamp, DbUuid};
 
     const COMMON: u64 = 10_050;
     let repository = repository(database);

@@ -1,6 +1,7 @@
 //! The service layer on the real diesel repositories, on both backends: the same operations its
 //! unit tests drive through mocks, so the mocks cannot drift from what the database does.
 
+use migrator::Migrate as _;
 use std::sync::Arc;
 
 use chrono::TimeDelta;

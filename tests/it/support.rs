@@ -1,10 +1,11 @@
 //! Helpers shared by the test modules: running a test on both backends, and writing rows with
 //! bound parameters before the repositories exist.
 
+use database::DbConnection;
+use database::config::MigrationSettings;
 use diesel::prelude::*;
 use diesel::sql_types::{Binary, Nullable, Text};
-use repo_diesel::config::MigrationSettings;
-use repo_diesel::{DbConnection, Migrator};
+use migrator::Migrator;
 use test_fixtures::TestDb;
 
 /// Defines `mod $name { fn postgres(); fn sqlite(); }`, each calling `$body` with a scratch

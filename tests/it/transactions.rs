@@ -3,16 +3,17 @@
 //! concurrent writers and skewed clocks, and hostile instants, searches and a full database get
 //! typed errors.
 
+use migrator::Migrate as _;
 use std::io::Write as _;
 use std::sync::{Arc, Barrier};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use database::{Backend, DbConnection};
 use diesel::prelude::*;
 use diesel::sql_types::{Binary, Text};
 use domain::{CheckIn, CheckOut, UserId};
 use repo::{MAX_SEARCH_CHARS, PageRequest, RepoError, Repositories as _, Scope, UnitOfWorkExt as _, UserFilter};
 use repo_diesel::repositories::DieselStore;
-use repo_diesel::{Backend, DbConnection};
 use test_fixtures::TestDb;
 
 use crate::support::{conformance, count_rows, new_user};
@@ -501,7 +502,7 @@ fn unicode_search(database: &TestDb) {
                 }
                 let mut variants = vec![substring.clone()];
                 if folds_unicode || substring.is_ascii() {
-                    variants.push(repo_diesel::sql_types::fold_case(&substring));
+                    variants.push(database::sql_types::fold_case(&substring));
                     variants.push(per_character_upper(&substring));
                 }
                 for variant in variants {
@@ -552,8 +553,8 @@ fn per_character_upper(text: &str) -> String {
             let mut upper = character.to_uppercase();
             match (upper.next(), upper.next()) {
                 (Some(single), None)
-                    if repo_diesel::sql_types::fold_case(&single.to_string())
-                        == repo_diesel::sql_types::fold_case(&character.to_string()) =>
+                    if database::sql_types::fold_case(&single.to_string())
+                        == database::sql_types::fold_case(&character.to_string()) =>
                 {
                     single
                 }
@@ -592,7 +593,7 @@ fn a_full_sqlite_database_is_storage_full_and_keeps_its_data() {
     // One connection, so the page limit set below applies to every call.
     config.pool.max_size = 1;
     config.pool.min_idle = 0;
-    let pool = repo_diesel::Database::connect(config).expect("pool");
+    let pool = database::Database::connect(config).expect("pool");
     pool.migrate().expect("migrate");
     let store = DieselStore::new(Arc::new(pool));
     store
@@ -673,7 +674,7 @@ fn statements_per_call(database: &TestDb) {
     config.pool.min_idle = 0;
     // No checkout ping: count only what the unit of work sends.
     config.pool.test_on_check_out = false;
-    let pool = repo_diesel::Database::connect(config).expect("pool");
+    let pool = database::Database::connect(config).expect("pool");
     pool.migrate().expect("migrate");
     let store = DieselStore::new(Arc::new(pool));
     let ann = store.users().create(new_user("ann@example.com", "Ann")).expect("ann");

@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use database::sql_types::{DbTimestamp, DbUuid};
+use database::{Backend, DbConnection};
 use diesel::prelude::*;
 use domain::{Email, FullName, UserChanges, UserId};
 use repo::{
@@ -15,8 +17,6 @@ use repo::{
 use repo_diesel::models::{AttendanceRow, UserRow};
 use repo_diesel::repositories::DieselUserRepository;
 use repo_diesel::schema::{attendance, users};
-use repo_diesel::sql_types::{DbTimestamp, DbUuid};
-use repo_diesel::{Backend, DbConnection};
 use test_fixtures::TestDb;
 
 use crate::support::{conformance, count_queries, migrated, new_user, password_hash as hash};

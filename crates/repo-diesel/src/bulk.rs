@@ -11,10 +11,10 @@
 
 use diesel::prelude::*;
 
-use crate::connection::DbConnection;
 use crate::repositories::map_error;
 use crate::schema::{attendance, users};
-use crate::sql_types::{DbTimestamp, DbUuid};
+use database::connection::DbConnection;
+use database::sql_types::{DbTimestamp, DbUuid};
 use repo::RepoError;
 
 /// The most variables one SQLite statement may bind (`SQLITE_MAX_VARIABLE_NUMBER` since 3.32).

@@ -2,7 +2,7 @@
 //! conversions to `domain` types happen at the edge.
 
 use crate::schema::{attendance, users};
-use crate::sql_types::{DbTimestamp, DbUuid};
+use database::sql_types::{DbTimestamp, DbUuid};
 
 /// A row of `users`.
 #[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable, diesel::Selectable, diesel::Insertable)]

@@ -20,11 +20,11 @@ use repo::{
     TimeRange, Total, TotalMode, TransactionWork, UnitOfWork, UserFilter, UserRepository,
 };
 
-use crate::config::Backend;
-use crate::connection::DbConnection;
-use crate::database::{Database, PoolError};
 use crate::expressions::planned_rows;
-use crate::transaction::{begin_savepoint, end_savepoint, write_transaction};
+use database::Backend;
+use database::connection::DbConnection;
+use database::transaction::{begin_savepoint, end_savepoint, write_transaction};
+use database::{Database, PoolError};
 
 pub use attendance::DieselAttendanceRepository;
 pub use users::DieselUserRepository;

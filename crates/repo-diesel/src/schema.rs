@@ -1,5 +1,5 @@
 //! The tables, written by hand: `diesel print-schema` emits one backend's types, while the shared
-//! code needs [`crate::sql_types`]. A test inserts and reads back every column on both backends.
+//! code needs `database::sql_types`. A test inserts and reads back every column on both backends.
 
 #![expect(
     missing_docs,
@@ -8,7 +8,7 @@
 
 diesel::table! {
     use diesel::sql_types::{Bool, Nullable, Text};
-    use crate::sql_types::{Instant, Uuid};
+    use database::sql_types::{Instant, Uuid};
 
     /// People who can sign in and record attendance.
     users (id) {
@@ -26,7 +26,7 @@ diesel::table! {
 
 diesel::table! {
     use diesel::sql_types::Nullable;
-    use crate::sql_types::{Instant, Uuid};
+    use database::sql_types::{Instant, Uuid};
 
     /// Check-ins and check-outs of users.
     attendance (id) {

@@ -17,12 +17,12 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use chrono::{DateTime, Datelike as _, NaiveDate, TimeDelta, Utc, Weekday};
+use database::sql_types::{DbTimestamp, DbUuid};
 use fake::Fake as _;
 use fake::faker::name::en::{FirstName, LastName};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt as _, SeedableRng as _};
 use repo_diesel::bulk::{NewAttendanceRow, NewUserRow};
-use repo_diesel::sql_types::{DbTimestamp, DbUuid};
 
 /// Seed-made users have emails at `seed<S>.example` (`.example` is reserved by RFC 2606, so no
 /// real address is there): this prefix and suffix mark them.

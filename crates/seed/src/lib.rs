@@ -14,6 +14,15 @@ use repo_diesel::bulk::Purged;
 pub use generate::{Clock, Generator};
 pub use load::{dry_run, seed_database};
 
+/// The password every seed user signs in with.
+pub const SEED_PASSWORD: &str = "correct horse battery staple";
+
+/// The hash of [`SEED_PASSWORD`], computed once per call: argon2id is slow on purpose, and every
+/// seed user gets this hash.
+pub fn seed_password_hash() -> Result<domain::PasswordHash, domain::ValidationError> {
+    domain::Password::parse(SEED_PASSWORD)?.hash()
+}
+
 /// The most users one run may ask for (`--users`).
 pub const MAX_USERS: u32 = 1_000_000;
 /// The most days of history one run may ask for (`--days`, ten years).

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use database::DbConnection;
+use database::sql_types::DbUuid;
 use repo::RepoError;
-use repo_diesel::DbConnection;
 use repo_diesel::bulk::{self, DomainPattern, NewAttendanceRow, NewUserRow, Purged};
-use repo_diesel::sql_types::DbUuid;
 
 use crate::generate::{self, Clock, EMAIL_DOMAIN_PREFIX, EMAIL_DOMAIN_SUFFIX, Generator};
 use crate::progress::Progress;
@@ -94,7 +94,7 @@ pub fn seed_database(
 ) -> Result<SeedReport, SeedError> {
     let started = Instant::now();
     let mut report = bulk::with_bulk_settings(connection, |connection| {
-        repo_diesel::transaction::write_transaction::<_, SeedError>(connection, |connection| {
+        database::transaction::write_transaction::<_, SeedError>(connection, |connection| {
             let removed = if config.reset {
                 remove_seed_users(connection)?
             } else {

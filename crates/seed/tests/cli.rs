@@ -1,20 +1,19 @@
-//! The seed binary as an operator uses it: `--migrate-only`, `--status` and its exit code, the
-//! operator operations, and data generation (realism, re-runs, `--reset`, top-ups, bad input,
-//! failures that roll back), on SQLite and (with `TEST_DATABASE_URL`) PostgreSQL.
+//! The seed binary as a newcomer and a developer use it: data generation (realism, re-runs,
+//! `--reset`, top-ups, bad input, failures that roll back), on SQLite and PostgreSQL.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use chrono::{Datelike as _, Weekday};
-use diesel::connection::SimpleConnection as _;
+use database::Backend;
+use database::sql_types::{DbTimestamp, DbUuid};
 use diesel::prelude::*;
+use migrator::MigrationSet;
 use repo::UserRepository as _;
 use repo_diesel::models::{AttendanceRow, UserRow};
 use repo_diesel::repositories::DieselUserRepository;
 use repo_diesel::schema::{attendance, users};
-use repo_diesel::sql_types::{DbTimestamp, DbUuid};
-use repo_diesel::{Backend, MigrationSet};
 use test_fixtures::TestDb;
 
 fn seed(database: &TestDb, arguments: &[&str]) -> Output {
@@ -40,194 +39,6 @@ fn stderr(output: &Output) -> String {
 /// How many migrations a database gets (the two trees hold the same, tested in `tests/it`).
 fn n_migrations() -> usize {
     MigrationSet::embedded(Backend::Sqlite).migrations().len()
-}
-
-fn operator_flow(database: &TestDb) {
-    let status = seed(database, &["--status"]);
-    assert_eq!(status.status.code(), Some(1), "not at head yet: {}", stdout(&status));
-    assert!(
-        stdout(&status).contains("at head:         false"),
-        "{}",
-        stdout(&status)
-    );
-
-    let migrate = seed(database, &["--migrate-only"]);
-    assert!(migrate.status.success(), "{}", stderr(&migrate));
-    let applied = format!("applied now:     {}", n_migrations());
-    assert!(stdout(&migrate).contains(&applied), "{}", stdout(&migrate));
-    let again = seed(database, &["--migrate-only"]);
-    assert!(stdout(&again).contains("applied now:     0"), "{}", stdout(&again));
-
-    let status = seed(database, &["--status"]);
-    assert_eq!(status.status.code(), Some(0), "{}", stdout(&status));
-
-    for (flag, expected) in [
-        ("--accept-checksum", "no migration named no_such_migration"),
-        ("--clear-dirty", "is not marked dirty"),
-    ] {
-        let output = seed(database, &[flag, "no_such_migration"]);
-        assert_eq!(output.status.code(), Some(1));
-        assert!(stderr(&output).contains(expected), "{flag}: {}", stderr(&output));
-    }
-    let output = seed(database, &["--baseline"]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("already has a migration history"),
-        "{}",
-        stderr(&output)
-    );
-}
-
-fn baseline_flow(database: &TestDb) {
-    let mut connection = database.connect();
-    for migration in MigrationSet::embedded(database.backend()).migrations() {
-        connection
-            .batch_execute(migration.up_sql())
-            .expect("schema built by hand");
-    }
-    let refused = seed(database, &["--migrate-only"]);
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(stderr(&refused).contains("seed --baseline"), "{}", stderr(&refused));
-    let baseline = seed(database, &["--baseline"]);
-    assert!(baseline.status.success(), "{}", stderr(&baseline));
-    assert!(
-        stdout(&baseline).contains(&format!("recorded {} migrations", n_migrations())),
-        "{}",
-        stdout(&baseline)
-    );
-    assert!(
-        stdout(&baseline).contains("applied now:     0"),
-        "{}",
-        stdout(&baseline)
-    );
-}
-
-#[test]
-fn operator_flow_on_sqlite() {
-    operator_flow(&TestDb::sqlite_file());
-}
-
-#[test]
-fn operator_flow_on_postgres() {
-    if let Some(database) = TestDb::postgres() {
-        assert_eq!(database.backend(), Backend::Postgres);
-        operator_flow(&database);
-    }
-}
-
-#[test]
-fn baseline_on_sqlite() {
-    baseline_flow(&TestDb::sqlite_file());
-}
-
-#[test]
-fn baseline_on_postgres() {
-    if let Some(database) = TestDb::postgres() {
-        baseline_flow(&database);
-    }
-}
-
-/// Short-lived processes on PostgreSQL (TLS negotiated by default) must exit cleanly: OpenSSL's
-/// exit-time cleanup once raced the pool's connection threads and crashed about one run in
-/// twenty. 120 runs, 8 at a time; any crash fails the test.
-#[test]
-fn short_lived_processes_exit_cleanly_on_postgres() {
-    let Some(database) = TestDb::postgres() else {
-        return;
-    };
-    assert!(seed(&database, &["--migrate-only"]).status.success());
-    for _round in 0..15 {
-        let children: Vec<_> = (0..8)
-            .map(|_| {
-                let mut command = Command::new(env!("CARGO_BIN_EXE_seed"));
-                command
-                    .arg("--migrate-only")
-                    .env("DATABASE_URL", database.target().expose_connection_string())
-                    .env("RUST_LOG", "warn")
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped());
-                command.spawn().expect("seed starts")
-            })
-            .collect();
-        for child in children {
-            let output = child.wait_with_output().expect("seed ends");
-            assert!(
-                output.status.success(),
-                "seed exited with {:?}: {}",
-                output.status,
-                stderr(&output)
-            );
-        }
-    }
-}
-
-#[derive(QueryableByName, Debug, Clone, Copy, PartialEq, Eq)]
-struct DatabaseStats {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    sessions: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    xact_commit: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    backends: i64,
-}
-
-/// `pg_stat_database`'s sessions and commits of `database` once its backends are gone and have
-/// flushed their statistics (as they exit, a moment after leaving `pg_stat_activity`): read
-/// until two readings 100 ms apart agree.
-fn settled_stats(admin: &mut PgConnection, database: &str) -> DatabaseStats {
-    let read = |admin: &mut PgConnection| {
-        diesel::sql_query(
-            "SELECT sessions, xact_commit, (SELECT count(*) FROM pg_stat_activity WHERE datname = $1) AS backends
-             FROM pg_stat_database WHERE datname = $1",
-        )
-        .bind::<diesel::sql_types::Text, _>(database)
-        .get_result::<DatabaseStats>(admin)
-        .expect("read pg_stat_database")
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut last = read(admin);
-    loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "statistics did not settle: {last:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let now = read(admin);
-        if now.backends == 0 && now == last {
-            return now;
-        }
-        last = now;
-    }
-}
-
-/// `seed --migrate-only` on a database at head is one server session: the connection that
-/// checks the configuration is the pool's first and the only one, and the runner reads the
-/// history in one query on it.
-#[test]
-fn migrate_only_at_head_is_one_session_on_postgres() {
-    let Some(database) = TestDb::postgres_migrated() else {
-        return;
-    };
-    let name = database.postgres_name().expect("a PostgreSQL database").to_owned();
-    let mut admin = TestDb::postgres_admin().expect("an admin connection");
-    let before = settled_stats(&mut admin, &name);
-    let output = seed(&database, &["--migrate-only"]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stdout(&output).contains("applied now:     0"), "{}", stdout(&output));
-    let after = settled_stats(&mut admin, &name);
-    let _ = std::io::Write::write_fmt(
-        &mut std::io::stderr(),
-        format_args!(
-            "seed --migrate-only at head: {} session(s), {} transaction(s) committed\n",
-            after.sessions - before.sessions,
-            after.xact_commit - before.xact_commit
-        ),
-    );
-    assert_eq!(
-        after.sessions - before.sessions,
-        1,
-        "server sessions of seed --migrate-only at head"
-    );
 }
 
 /// Runs the seed binary with `DATABASE_URL` set to `url` (or nothing configured) in `directory`.
@@ -584,16 +395,12 @@ fn unreachable_databases_get_one_clear_error() {
 fn help_lists_the_options() {
     let output = seed_at(None, None, &["--help"]);
     assert!(output.status.success());
-    for option in [
-        "--users",
-        "--days",
-        "--seed",
-        "--reset",
-        "--dry-run",
-        "--migrate-only",
-        "--status",
-    ] {
+    for option in ["--users", "--days", "--seed", "--reset", "--dry-run"] {
         assert!(stdout(&output).contains(option), "{option}: {}", stdout(&output));
+    }
+    // The migration runner's operator commands live on `dbctl`, not here.
+    for option in ["--migrate-only", "--status", "--baseline"] {
+        assert!(!stdout(&output).contains(option), "{option}: {}", stdout(&output));
     }
 }
 

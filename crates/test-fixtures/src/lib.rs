@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod builders;
+pub mod s3;
 mod small_disk;
 mod test_db;
 

@@ -8,13 +8,14 @@
 use std::io::Write as _;
 use std::sync::{Once, OnceLock};
 
+use database::config::MigrationSettings;
+use database::{Backend, Database, DatabaseConfig, DatabaseTarget, DbConnection};
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
-use repo_diesel::config::MigrationSettings;
-use repo_diesel::migrations::{MigrationSet, checksum};
-use repo_diesel::{Backend, Database, DatabaseConfig, DatabaseTarget, DbConnection, Migrator};
+use migrator::Migrator;
+use migrator::migrations::{MigrationSet, checksum};
 use tempfile::TempDir;
 
 /// A database for one test, removed when this value is dropped.
@@ -138,7 +139,7 @@ impl TestDb {
     #[must_use]
     pub fn connect(&self) -> DbConnection {
         let config = self.config();
-        repo_diesel::connection::ConnectionManager::new(config.target, config.session, config.pool.connection_timeout)
+        database::connection::ConnectionManager::new(config.target, config.session, config.pool.connection_timeout)
             .establish()
             .unwrap_or_else(|error| panic!("cannot open test database: {error}"))
     }
@@ -333,13 +334,10 @@ impl PostgresServer {
         let config = DatabaseConfig::new(
             DatabaseTarget::postgres_url(&self.url_of(database)).map_err(|error| error.to_string())?,
         );
-        let mut connection = repo_diesel::connection::ConnectionManager::new(
-            config.target,
-            config.session,
-            config.pool.connection_timeout,
-        )
-        .establish()
-        .map_err(|error| error.to_string())?;
+        let mut connection =
+            database::connection::ConnectionManager::new(config.target, config.session, config.pool.connection_timeout)
+                .establish()
+                .map_err(|error| error.to_string())?;
         Migrator::embedded(Backend::Postgres, MigrationSettings::default())
             .run(&mut connection)
             .map(drop)
@@ -353,7 +351,7 @@ impl PostgresServer {
 const TEMPLATE_LOCK: i64 = 0x746d_706c;
 
 /// How long a process waits for another one to finish building the template.
-const TEMPLATE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+const TEMPLATE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_mins(2);
 
 /// Takes [`TEMPLATE_LOCK`], polling (a blocked `pg_advisory_lock` would hang silently).
 fn lock_templates(admin: &mut PgConnection) -> Result<(), String> {

@@ -9,11 +9,11 @@ use repo::{AttendanceRepository, OffsetPage, PageRequest, RepoError, Scope, Time
 
 use super::users::{to_attendance, to_user};
 use super::{Connections, PageEnd, count_total, map_error};
-use crate::connection::{DbConnection, MultiBackend, on_its_backend};
 use crate::expressions::Explain;
 use crate::models::{AttendanceRow, UserRow};
 use crate::schema::{attendance, users};
-use crate::sql_types::{DbTimestamp, DbUuid, Instant, Uuid, greatest};
+use database::connection::{DbConnection, MultiBackend, on_its_backend};
+use database::sql_types::{DbTimestamp, DbUuid, Instant, Uuid, greatest};
 
 /// Attendance stored through diesel, on PostgreSQL or SQLite.
 #[derive(Debug, Clone)]

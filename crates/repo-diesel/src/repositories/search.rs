@@ -27,9 +27,9 @@ use diesel::result::QueryResult;
 use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::Sqlite;
 
-use crate::connection::MultiBackend;
 use crate::schema::users;
-use crate::sql_types::fold_char;
+use database::connection::MultiBackend;
+use database::sql_types::fold_char;
 
 /// `exact`, the search's own condition on `users`, narrowed on SQLite to the candidates of the
 /// trigram index when `search` has a trigram to look up.
@@ -222,9 +222,9 @@ mod tests {
     use diesel::prelude::*;
 
     use super::*;
-    use crate::config::Backend;
-    use crate::migrations::MigrationSet;
-    use crate::sql_types::fold_case;
+    use database::Backend;
+    use database::sql_types::fold_case;
+    use migrator::MigrationSet;
 
     #[track_caller]
     fn check_spellings(character: char, expected: &[char]) {

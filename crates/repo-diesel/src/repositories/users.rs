@@ -14,11 +14,11 @@ use repo::{
 };
 
 use super::{Connections, PageEnd, count_total, map_error};
-use crate::connection::{DbConnection, MultiBackend};
 use crate::expressions::{Explain, RowOrder, row_compare};
 use crate::models::{AttendanceRow, UserRow};
 use crate::schema::{attendance, users};
-use crate::sql_types::{DbTimestamp, DbUuid, Instant, Uuid, fold_case, greatest, lower};
+use database::connection::{DbConnection, MultiBackend};
+use database::sql_types::{DbTimestamp, DbUuid, Instant, Uuid, fold_case, greatest, lower};
 
 /// Users stored through diesel, on PostgreSQL or SQLite.
 #[derive(Debug, Clone)]
@@ -122,7 +122,7 @@ fn filtered(filter: &UserFilter) -> Result<UsersQuery, RepoError> {
 macro_rules! user_row {
     ($connection:expr, $scope:expr, $filter:expr) => {{
         let picked = users::table.filter($filter);
-        crate::connection::on_its_backend!($connection, |connection| match $scope {
+        database::on_its_backend!($connection, |connection| match $scope {
             Scope::Live => picked
                 .filter(users::deleted_at.is_null())
                 .select(UserRow::as_select())

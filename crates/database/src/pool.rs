@@ -1,12 +1,12 @@
 //! The connection pool: the one entry point that services and binaries open.
 
 use std::ops::{Deref, DerefMut};
+use std::path::Path;
 
 use diesel::r2d2::{HandleError, Pool, PooledConnection};
 
-use crate::config::{Backend, DatabaseConfig, DatabaseTarget};
+use crate::config::{Backend, DEFAULT_SQLITE_PATH, DatabaseConfig, DatabaseTarget};
 use crate::connection::{ConnectError, ConnectionManager, DbConnection};
-use crate::migrator::{MigrationReport, Migrator};
 
 /// A pooled connection borrowed from a [`Database`]; it derefs to the [`DbConnection`] and goes
 /// back to the pool when dropped.
@@ -67,7 +67,13 @@ impl Database {
     /// unreachable host or a refused password fails here with the driver's own error. That
     /// connection becomes the pool's first: opening a pool and migrating it at head is one
     /// server session (with the default `min_idle` of 0; r2d2 opens `min_idle` spares besides).
+    ///
+    /// The embedded default's directory (`data/`, which a fresh clone lacks) is created first; a
+    /// SQLite file configured explicitly must be in a directory that exists.
     pub fn connect(config: DatabaseConfig) -> Result<Self, PoolError> {
+        if config.target.source() == "default" {
+            create_default_directory(&config.target)?;
+        }
         let settings = &config.pool;
         let manager = ConnectionManager::new(
             config.target.clone(),
@@ -98,21 +104,6 @@ impl Database {
         checkout(&self.pool, &self.config.target)
     }
 
-    /// Brings the database to the current schema with the embedded migrations: the call every
-    /// service makes at start-up. At head it costs one query, on the connection
-    /// [`Database::connect`] opened (no checkout ping unless it has been idle for
-    /// `validate_idle_after` since).
-    pub fn migrate(&self) -> Result<MigrationReport, crate::Error> {
-        let mut connection = self.get()?;
-        Ok(self.migrator().run(&mut connection)?)
-    }
-
-    /// The start-up migration runner for this database's backend and settings.
-    #[must_use]
-    pub fn migrator(&self) -> Migrator {
-        Migrator::embedded(self.backend(), self.config.migration.clone())
-    }
-
     /// Which engine the pool talks to.
     #[must_use]
     pub fn backend(&self) -> Backend {
@@ -132,6 +123,15 @@ impl Database {
     pub fn state(&self) -> diesel::r2d2::State {
         self.pool.state()
     }
+}
+
+fn create_default_directory(target: &DatabaseTarget) -> Result<(), ConnectError> {
+    let directory = Path::new(DEFAULT_SQLITE_PATH).parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(directory).map_err(|error| ConnectError {
+        target: target.redacted().to_owned(),
+        source_variable: target.source(),
+        reason: format!("cannot create {}: {error}", directory.display()),
+    })
 }
 
 fn checkout(pool: &Pool<ConnectionManager>, target: &DatabaseTarget) -> Result<Connection, PoolError> {

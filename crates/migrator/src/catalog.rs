@@ -12,13 +12,13 @@
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Nullable, Text};
 
-use crate::connection::DbConnection;
+use database::DbConnection;
 
 /// Objects whose names start with this belong to the migration runner, not the schema.
 const BOOKKEEPING_PREFIX: &str = "\\_\\_%";
 
 /// The schema of one database. Lists are sorted, so two catalogs compare with `==`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Catalog {
     /// Tables with their columns.
     pub tables: Vec<Table>,
@@ -36,7 +36,7 @@ pub struct Catalog {
 }
 
 /// A table and its columns in declaration order.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Table {
     /// The table's name.
     pub name: String,
@@ -49,7 +49,7 @@ pub struct Table {
 }
 
 /// A column.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Column {
     /// The column's name.
     pub name: String,
@@ -64,7 +64,7 @@ pub struct Column {
 }
 
 /// An index.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Index {
     /// The index's table.
     pub table: String,
@@ -83,7 +83,7 @@ pub struct Index {
 }
 
 /// What a constraint enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum ConstraintKind {
     /// PRIMARY KEY.
     PrimaryKey,
@@ -99,7 +99,7 @@ pub enum ConstraintKind {
 
 /// A constraint. SQLite keeps constraint names only in the `CREATE TABLE` text, which is where
 /// they are read from; a constraint declared without a name has an empty `name`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Constraint {
     /// The constrained table.
     pub table: String,
@@ -119,7 +119,7 @@ pub struct Constraint {
 }
 
 /// A trigger.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Trigger {
     /// The trigger's table.
     pub table: String,
@@ -130,7 +130,7 @@ pub struct Trigger {
 }
 
 /// A PostgreSQL function or procedure.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Routine {
     /// The routine's name.
     pub name: String,
@@ -160,6 +160,21 @@ impl Catalog {
     #[must_use]
     pub fn table(&self, name: &str) -> Option<&Table> {
         self.tables.iter().find(|table| table.name == name)
+    }
+
+    /// A SHA-256 digest (lower-case hex) of the whole catalog: two databases with the same schema
+    /// have the same digest. Backups record it, and a verification compares the restored copy's.
+    #[must_use]
+    pub fn digest(&self) -> String {
+        use sha2::Digest as _;
+        let canonical = serde_json::to_vec(self).expect("a catalog is plain data and always serialises");
+        sha2::Sha256::digest(&canonical)
+            .iter()
+            .fold(String::with_capacity(64), |mut text, byte| {
+                use std::fmt::Write as _;
+                let _ = write!(text, "{byte:02x}");
+                text
+            })
     }
 }
 

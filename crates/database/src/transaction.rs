@@ -61,12 +61,12 @@ fn begin_write(connection: &mut DbConnection) -> QueryResult<()> {
 }
 
 /// Opens a savepoint inside the open transaction (diesel numbers them by depth).
-pub(crate) fn begin_savepoint(connection: &mut DbConnection) -> QueryResult<()> {
+pub fn begin_savepoint(connection: &mut DbConnection) -> QueryResult<()> {
     Manager::begin_transaction(connection)
 }
 
 /// Releases the innermost savepoint, or rolls back to it.
-pub(crate) fn end_savepoint(connection: &mut DbConnection, keep: bool) -> QueryResult<()> {
+pub fn end_savepoint(connection: &mut DbConnection, keep: bool) -> QueryResult<()> {
     if keep {
         Manager::commit_transaction(connection)
     } else {

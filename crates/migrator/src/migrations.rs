@@ -3,7 +3,7 @@
 //!
 //! `migrations/postgres` and `migrations/sqlite` hold the same migrations under the same names (a
 //! test keeps them in lockstep); a connection runs the tree of its own backend. The start-up
-//! runner that applies them safely lives in [`crate::migrator`].
+//! runner that applies them safely lives in [`crate::runner`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,8 +14,8 @@ use diesel::migration::{self, Migration, MigrationMetadata, MigrationName, Migra
 use diesel_migrations::MigrationHarness;
 use sha2::{Digest, Sha256};
 
-use crate::config::Backend;
-use crate::connection::DbConnection;
+use database::Backend;
+use database::DbConnection;
 
 mod embedded {
     pub(crate) struct EmbeddedMigration {
@@ -188,7 +188,7 @@ pub fn version_of(name: &str) -> String {
 }
 
 /// Version and folder name of a migration.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct MigrationInfo {
     /// The version recorded in `__diesel_schema_migrations`, for example `20261122000100`.
     pub version: String,
@@ -331,7 +331,7 @@ pub enum MigrationError {
 
 /// Applies one migration of `set` (by version or name) the way `diesel migration run` does:
 /// in a transaction unless it opts out, recording it in diesel's history table. The start-up
-/// runner, [`crate::migrator::Migrator`], adds locking and checksums on top.
+/// runner, [`crate::runner::Migrator`], adds locking and checksums on top.
 pub fn apply_migration(
     connection: &mut DbConnection,
     set: &MigrationSet,

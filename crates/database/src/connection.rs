@@ -40,6 +40,7 @@ mod multi {
 /// each. A query run there skips the multi-backend enum, whose wrapper builds the query's SQL
 /// again on every call: a plain (not boxed) query then costs its SQL only once per connection,
 /// kept by type in the backend's statement cache.
+#[macro_export]
 macro_rules! on_its_backend {
     ($connection:expr, |$inner:ident| $body:expr) => {
         match $connection {
@@ -48,7 +49,7 @@ macro_rules! on_its_backend {
         }
     };
 }
-pub(crate) use on_its_backend;
+pub use on_its_backend;
 
 impl DbConnection {
     /// Which engine this connection talks to.

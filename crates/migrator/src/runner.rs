@@ -16,6 +16,7 @@
 //! is applied) and in `__migration_state` (checksums, dirty markers, durations).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
@@ -25,9 +26,9 @@ use diesel::sqlite::SqliteConnection;
 use diesel_migrations::MigrationHarness;
 
 use crate::catalog::Catalog;
-use crate::config::{Backend, MigrationSettings};
-use crate::connection::DbConnection;
 use crate::migrations::{MigrationInfo, MigrationSet, SqlMigration};
+use database::DbConnection;
+use database::config::{Backend, MigrationSettings};
 
 /// The PostgreSQL advisory lock key of the runner: "migrator" in ASCII.
 pub const LOCK_KEY: i64 = 0x6d69_6772_6174_6f72;
@@ -66,7 +67,7 @@ pub enum MigratorError {
     /// An applied migration's file was edited afterwards.
     #[error(
         "migration {migration} was edited after it was applied ({file} differs from the recorded checksum): \
-         restore the file, or accept the edit with `seed --accept-checksum {migration}`"
+         restore the file, or accept the edit with `dbctl accept-checksum {migration}`"
     )]
     ChecksumMismatch {
         /// The edited migration.
@@ -77,7 +78,7 @@ pub enum MigratorError {
     /// A migration that runs outside a transaction started and did not finish.
     #[error(
         "migration {migration} ran outside a transaction and did not finish, so the schema may be half-changed: \
-         repair it by hand, then clear the marker with `seed --clear-dirty {migration}` (the migration then runs again)"
+         repair it by hand, then clear the marker with `dbctl clear-dirty {migration}` (the migration then runs again)"
     )]
     Dirty {
         /// The dirty migration.
@@ -86,7 +87,7 @@ pub enum MigratorError {
     /// The database has tables but no migration history.
     #[error(
         "the database has tables ({}) but no migration history: if these migrations built it, record a \
-         verified baseline with `seed --baseline`",
+         verified baseline with `dbctl baseline`",
         tables.join(", ")
     )]
     NeedsBaseline {
@@ -99,6 +100,9 @@ pub enum MigratorError {
         /// One line per difference.
         differences: Vec<String>,
     },
+    /// The step before applying migrations (a backup) failed; nothing was applied.
+    #[error("no migration was applied: {0}")]
+    BeforeApplying(String),
     /// A baseline was asked for a database that already has a history.
     #[error("the database already has a migration history; a baseline is only for databases without one")]
     HistoryExists,
@@ -112,7 +116,7 @@ pub enum MigratorError {
 }
 
 /// A migration applied by this run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AppliedMigration {
     /// Which migration.
     pub migration: MigrationInfo,
@@ -121,7 +125,7 @@ pub struct AppliedMigration {
 }
 
 /// What a run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MigrationReport {
     /// Migrations this process applied, in order (another process may have applied others).
     pub applied: Vec<AppliedMigration>,
@@ -132,10 +136,12 @@ pub struct MigrationReport {
     pub version: Option<MigrationInfo>,
     /// True when the database was already at head and the run took the one-query path.
     pub was_at_head: bool,
+    /// What the [`BeforeApplying`] step did, when it ran.
+    pub before_applying: Option<String>,
 }
 
 /// A recorded checksum that no longer matches the migration's file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ChecksumMismatch {
     /// The edited migration.
     pub migration: MigrationInfo,
@@ -144,7 +150,7 @@ pub struct ChecksumMismatch {
 }
 
 /// The migration status of a database, as data: for the operations CLI and health checks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MigrationStatus {
     /// Whether the history tables exist at all.
     pub has_history: bool,
@@ -206,18 +212,50 @@ struct SavedSettings {
     lock_timeout: String,
 }
 
+/// What the runner calls before it applies pending migrations to a database that already has
+/// applied ones (for example, a backup): it runs holding the runner's lock, gets the pending
+/// migrations, and returns what it did, which the runner logs and reports. An error stops the
+/// run with nothing applied.
+pub type BeforeApplying = Arc<dyn Fn(&[MigrationInfo]) -> Result<String, String> + Send + Sync>;
+
 /// The start-up migration runner for one migration set.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Migrator {
     set: MigrationSet,
     settings: MigrationSettings,
+    before_applying: Option<BeforeApplying>,
+}
+
+impl std::fmt::Debug for Migrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Migrator")
+            .field("set", &self.set)
+            .field("settings", &self.settings)
+            .field("before_applying", &self.before_applying.is_some())
+            .finish()
+    }
 }
 
 impl Migrator {
     /// A runner for `set`.
     #[must_use]
     pub fn new(set: MigrationSet, settings: MigrationSettings) -> Self {
-        Self { set, settings }
+        Self {
+            set,
+            settings,
+            before_applying: None,
+        }
+    }
+
+    /// Calls `step` before applying pending migrations to a database that has applied ones; see
+    /// [`BeforeApplying`]. `dbctl migrate` takes and verifies a backup there.
+    #[must_use]
+    pub fn before_applying(
+        mut self,
+        step: impl Fn(&[MigrationInfo]) -> Result<String, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.before_applying = Some(Arc::new(step));
+        self
     }
 
     /// A runner for the migrations embedded for `backend`.
@@ -435,6 +473,9 @@ impl Migrator {
     fn run_locked(&self, connection: &mut DbConnection) -> Result<MigrationReport, MigratorError> {
         ensure_tables(connection)?;
         let mut report = MigrationReport::default();
+        // The step before applying runs once, before the first migration of this run, and only
+        // for a database that had applied migrations when the run began.
+        let mut before_applying = self.before_applying.as_ref();
         loop {
             let status = self.read_status(connection)?;
             Self::refuse_blockers(connection, &status)?;
@@ -449,6 +490,13 @@ impl Migrator {
                 warn_unknown(&status);
                 return Ok(report);
             };
+            if let Some(step) = before_applying.take()
+                && !status.applied.is_empty()
+            {
+                let done = step(&status.pending).map_err(MigratorError::BeforeApplying)?;
+                tracing::info!(done = %done, pending = status.pending.len(), "before applying migrations");
+                report.before_applying = Some(done);
+            }
             let migration = self.known(&next.version)?;
             report.applied.push(apply(connection, migration)?);
         }

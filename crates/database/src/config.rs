@@ -365,7 +365,7 @@ impl Default for SessionSettings {
     }
 }
 
-/// Settings of the start-up migration runner, [`crate::migrator::Migrator`].
+/// Settings of the start-up migration runner, `migrator::Migrator`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationSettings {
     /// `DATABASE_MIGRATION_LOCK_WAIT_MS`: how long a runner waits for another runner's lock
@@ -384,10 +384,10 @@ pub struct MigrationSettings {
 impl Default for MigrationSettings {
     fn default() -> Self {
         Self {
-            lock_wait: Duration::from_secs(60),
+            lock_wait: Duration::from_mins(1),
             lock_poll_interval: Duration::from_millis(100),
             lock_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(15 * 60),
+            statement_timeout: Duration::from_mins(15),
         }
     }
 }

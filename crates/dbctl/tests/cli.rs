@@ -1,0 +1,1085 @@
+//! The operator CLI as an operator uses it, on SQLite and PostgreSQL: the migration commands and
+//! their exit codes, and backups proven by restore: verified, restored, refused when damaged,
+//! encrypted, taken while writers write, failing without leaving a file that looks complete,
+//! taken before migrating, and pruned by the retention policy.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use database::{Backend, DbConnection};
+use diesel::connection::SimpleConnection as _;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use migrator::MigrationSet;
+use ops::manifest::{BackupDirectory, BackupFile, MANIFEST_FORMAT, Manifest};
+use ops::records::{Kind, Outcome};
+use repo::Repositories as _;
+use secrecy::ExposeSecret as _;
+use test_fixtures::TestDb;
+
+/// A run of `dbctl` against `url` with only the variables given (every `DATABASE_*` and
+/// `BACKUP_*` of the caller's environment removed).
+fn dbctl_with(url: &str, environment: &[(&str, &str)], arguments: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dbctl"));
+    command.args(arguments).env("RUST_LOG", "warn");
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("DATABASE_") || name.starts_with("BACKUP_")) {
+        command.env_remove(name);
+    }
+    command.env("DATABASE_URL", url).envs(environment.iter().copied());
+    command.output().expect("dbctl runs")
+}
+
+fn dbctl(database: &TestDb, environment: &[(&str, &str)], arguments: &[&str]) -> Output {
+    dbctl_with(database.target().expose_connection_string(), environment, arguments)
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+fn n_migrations() -> usize {
+    MigrationSet::embedded(Backend::Sqlite).migrations().len()
+}
+
+/// Runs `check` on a SQLite file and on a PostgreSQL database.
+macro_rules! on_both_backends {
+    ($name:ident, $check:ident, $sqlite:expr, $postgres:expr) => {
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn sqlite() {
+                $check(&$sqlite);
+            }
+
+            #[test]
+            fn postgres() {
+                if let Some(database) = $postgres {
+                    $check(&database);
+                }
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migration commands
+
+on_both_backends!(operator_flow, operator_flow, TestDb::sqlite_file(), TestDb::postgres());
+
+fn operator_flow(database: &TestDb) {
+    let status = dbctl(database, &[], &["status"]);
+    assert_exit(&status, 3);
+    assert!(
+        stdout(&status).contains("at head:         false"),
+        "{}",
+        stdout(&status)
+    );
+    let status = dbctl(database, &[], &["--json", "status"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status --json is JSON");
+    assert_eq!(json["at_head"], false);
+    assert_eq!(json["status"]["pending"].as_array().map(Vec::len), Some(n_migrations()));
+
+    let backups = Backups::new();
+    let migrate = dbctl(database, &[backups.env()], &["migrate"]);
+    assert_exit(&migrate, 0);
+    assert!(
+        backups.list().is_empty(),
+        "a database with no applied migration has nothing to back up"
+    );
+    assert!(
+        stdout(&migrate).contains(&format!("applied now:     {}", n_migrations())),
+        "{}",
+        stdout(&migrate)
+    );
+    let again = dbctl(database, &[], &["--json", "migrate"]);
+    assert_exit(&again, 0);
+    let json: serde_json::Value = serde_json::from_slice(&again.stdout).expect("migrate --json is JSON");
+    assert_eq!(json["report"]["was_at_head"], true);
+    assert_eq!(json["backup"], serde_json::Value::Null, "nothing pending: no backup");
+    assert_exit(&dbctl(database, &[], &["status"]), 0);
+
+    for (command, expected) in [
+        ("accept-checksum", "no migration named no_such_migration"),
+        ("clear-dirty", "is not marked dirty"),
+    ] {
+        let output = dbctl(database, &[], &[command, "no_such_migration"]);
+        assert_exit(&output, 1);
+        assert!(stderr(&output).contains(expected), "{command}: {}", stderr(&output));
+    }
+    let output = dbctl(database, &[], &["baseline"]);
+    assert_exit(&output, 1);
+    assert!(
+        stderr(&output).contains("already has a migration history"),
+        "{}",
+        stderr(&output)
+    );
+
+    // An edited migration needs an operator: exit code 4, not 3.
+    let mut connection = database.connect();
+    connection
+        .batch_execute("UPDATE __migration_state SET up_checksum = 'edited' WHERE version = '20261122000100'")
+        .expect("pretend the first migration was edited");
+    let status = dbctl(database, &[], &["status"]);
+    assert_exit(&status, 4);
+    assert!(
+        stdout(&status).contains("edited:          2026-11-22-000100_create_users"),
+        "{}",
+        stdout(&status)
+    );
+}
+
+on_both_backends!(baseline, baseline_flow, TestDb::sqlite_file(), TestDb::postgres());
+
+fn baseline_flow(database: &TestDb) {
+    let mut connection = database.connect();
+    for migration in MigrationSet::embedded(database.backend()).migrations() {
+        connection
+            .batch_execute(migration.up_sql())
+            .expect("schema built by hand");
+    }
+    let refused = dbctl(database, &[], &["migrate", "--no-backup"]);
+    assert_exit(&refused, 1);
+    assert!(stderr(&refused).contains("dbctl baseline"), "{}", stderr(&refused));
+    let baseline = dbctl(database, &[], &["baseline"]);
+    assert_exit(&baseline, 0);
+    assert!(
+        stdout(&baseline).contains(&format!("recorded {} migrations", n_migrations())),
+        "{}",
+        stdout(&baseline)
+    );
+    assert_exit(&dbctl(database, &[], &["status"]), 0);
+}
+
+/// Short-lived processes on PostgreSQL (TLS negotiated by default) must exit cleanly: OpenSSL's
+/// exit-time cleanup once raced the pool's connection threads and crashed about one run in
+/// twenty. 120 runs, 8 at a time; any crash fails the test.
+#[test]
+fn short_lived_processes_exit_cleanly_on_postgres() {
+    let Some(database) = TestDb::postgres() else {
+        return;
+    };
+    assert_exit(&dbctl(&database, &[], &["migrate"]), 0);
+    for _round in 0..15 {
+        let children: Vec<_> = (0..8)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_dbctl"))
+                    .arg("migrate")
+                    .env("DATABASE_URL", database.target().expose_connection_string())
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("dbctl starts")
+            })
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().expect("dbctl ends");
+            assert!(
+                output.status.success(),
+                "dbctl exited with {:?}: {}",
+                output.status,
+                stderr(&output)
+            );
+        }
+    }
+}
+
+#[derive(QueryableByName, Debug, Clone, Copy, PartialEq, Eq)]
+struct DatabaseStats {
+    #[diesel(sql_type = BigInt)]
+    sessions: i64,
+    #[diesel(sql_type = BigInt)]
+    xact_commit: i64,
+    #[diesel(sql_type = BigInt)]
+    backends: i64,
+}
+
+/// `pg_stat_database`'s sessions and commits of `database` once its backends are gone and have
+/// flushed their statistics: read until two readings 100 ms apart agree.
+fn settled_stats(admin: &mut PgConnection, database: &str) -> DatabaseStats {
+    let read = |admin: &mut PgConnection| {
+        diesel::sql_query(
+            "SELECT sessions, xact_commit, (SELECT count(*) FROM pg_stat_activity WHERE datname = $1) AS backends
+             FROM pg_stat_database WHERE datname = $1",
+        )
+        .bind::<Text, _>(database)
+        .get_result::<DatabaseStats>(admin)
+        .expect("read pg_stat_database")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut last = read(admin);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "statistics did not settle: {last:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = read(admin);
+        if now.backends == 0 && now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// `dbctl migrate` on a database at head is one server session: the connection that checks the
+/// configuration is the pool's first and the only one.
+#[test]
+fn migrate_at_head_is_one_session_on_postgres() {
+    let Some(database) = TestDb::postgres_migrated() else {
+        return;
+    };
+    let name = database.postgres_name().expect("a PostgreSQL database").to_owned();
+    let mut admin = TestDb::postgres_admin().expect("an admin connection");
+    let before = settled_stats(&mut admin, &name);
+    let output = dbctl(&database, &[], &["migrate"]);
+    assert_exit(&output, 0);
+    assert!(stdout(&output).contains("applied now:     0"), "{}", stdout(&output));
+    let after = settled_stats(&mut admin, &name);
+    eprintln!(
+        "dbctl migrate at head: {} session(s), {} transaction(s) committed",
+        after.sessions - before.sessions,
+        after.xact_commit - before.xact_commit
+    );
+    assert_eq!(
+        after.sessions - before.sessions,
+        1,
+        "server sessions of dbctl migrate at head"
+    );
+}
+
+#[test]
+fn help_lists_each_commands_environment_and_the_exit_codes() {
+    let output = Command::new(env!("CARGO_BIN_EXE_dbctl"))
+        .arg("--help")
+        .output()
+        .expect("dbctl runs");
+    assert_exit(&output, 0);
+    for command in [
+        "migrate",
+        "status",
+        "baseline",
+        "accept-checksum",
+        "clear-dirty",
+        "backup",
+        "verify",
+        "restore",
+        "backups",
+        "prune",
+        "base-backup",
+    ] {
+        assert!(stdout(&output).contains(command), "{command}: {}", stdout(&output));
+    }
+    for (command, variables) in [
+        ("status", &["DATABASE_URL", "DATABASE_POOL_MAX_SIZE", "RUST_LOG"][..]),
+        (
+            "migrate",
+            &["DATABASE_MIGRATION_LOCK_TIMEOUT_MS", "BACKUP_DIR", "BACKUP_S3_BUCKET"][..],
+        ),
+        (
+            "backup",
+            &["BACKUP_AGE_RECIPIENTS", "BACKUP_PG_BIN_DIR", "BACKUP_S3_ENDPOINT"][..],
+        ),
+        ("verify", &["BACKUP_AGE_IDENTITY_FILE"][..]),
+        (
+            "prune",
+            &["BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY"][..],
+        ),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_dbctl"))
+            .args([command, "--help"])
+            .output()
+            .expect("dbctl runs");
+        assert_exit(&output, 0);
+        for variable in variables {
+            assert!(
+                stdout(&output).contains(variable),
+                "{command} --help lacks {variable}: {}",
+                stdout(&output)
+            );
+        }
+        assert!(
+            stdout(&output).contains("3  status: migrations are pending"),
+            "{}",
+            stdout(&output)
+        );
+    }
+    let usage = Command::new(env!("CARGO_BIN_EXE_dbctl"))
+        .arg("no-such-command")
+        .output()
+        .expect("dbctl runs");
+    assert_exit(&usage, 2);
+}
+
+#[test]
+fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let database = TestDb::sqlite_file();
+    let output = dbctl(&database, &[("RUST_LOG", "info")], &["migrate"]);
+    assert_exit(&output, 0);
+    assert!(stderr(&output).contains("applied migration"), "{}", stderr(&output));
+    assert!(
+        !stderr(&output).contains('\u{1b}'),
+        "colour codes in {:?}",
+        stderr(&output)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backups
+
+/// A migrated database with seed data in it.
+fn seeded(database: &TestDb) {
+    use migrator::Migrate as _;
+    database.database().migrate().expect("migrate");
+    let mut connection = database.connect();
+    let config = seed::SeedConfig::new(60, 20, 7, false).expect("seed sizes");
+    let hash = seed::seed_password_hash().expect("a hash");
+    seed::seed_database(
+        &mut connection,
+        &config,
+        seed::Clock::system(),
+        hash.as_phc(),
+        &mut seed::progress::Silent,
+    )
+    .expect("seed");
+}
+
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = Text)]
+    text: String,
+}
+
+/// Every user and attendance record, as text, in a fixed order: two databases hold the same
+/// data when these are equal.
+fn contents(connection: &mut DbConnection) -> Vec<String> {
+    let query = match connection.backend() {
+        Backend::Postgres => {
+            "SELECT concat_ws('|', u.id::text, u.email, u.full_name, u.deleted_at::text, a.id::text, a.check_in_time::text, \
+             a.check_out_time::text) AS text FROM users u LEFT JOIN attendance a ON a.user_id = u.id ORDER BY 1"
+        }
+        Backend::Sqlite => {
+            "SELECT hex(u.id) || '|' || u.email || '|' || u.full_name || '|' || coalesce(u.deleted_at, '') \
+             || '|' || coalesce(hex(a.id), '') || '|' || coalesce(a.check_in_time, '') || '|' || coalesce(a.check_out_time, '') \
+             AS text FROM users u LEFT JOIN attendance a ON a.user_id = u.id ORDER BY 1"
+        }
+    };
+    diesel::sql_query(query)
+        .load::<Row>(connection)
+        .expect("read the data")
+        .into_iter()
+        .map(|row| row.text)
+        .collect()
+}
+
+/// A place for backups, with the variable that points `dbctl` at it.
+struct Backups {
+    directory: tempfile::TempDir,
+}
+
+impl Backups {
+    fn new() -> Self {
+        Self {
+            directory: tempfile::Builder::new()
+                .prefix("dbctl-backups-")
+                .tempdir()
+                .expect("a directory"),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.directory.path()
+    }
+
+    fn env(&self) -> (&'static str, &str) {
+        ("BACKUP_DIR", self.directory.path().to_str().expect("a UTF-8 path"))
+    }
+
+    fn list(&self) -> Vec<Manifest> {
+        BackupDirectory::new(self.path()).list().expect("the manifests")
+    }
+
+    fn only(&self) -> Manifest {
+        let manifests = self.list();
+        assert_eq!(manifests.len(), 1, "{manifests:?}");
+        manifests.into_iter().next().expect("one")
+    }
+
+    /// Names in the directory other than backups, manifests and the record.
+    fn strays(&self) -> Vec<String> {
+        std::fs::read_dir(self.path())
+            .expect("the directory")
+            .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with('.') || name.contains("partial"))
+            .collect()
+    }
+}
+
+/// A new, empty database of the same backend to restore into, with its URL.
+fn empty_like(database: &TestDb, scratch: &Path) -> (Option<TestDb>, String) {
+    match database.backend() {
+        Backend::Postgres => {
+            let empty = TestDb::postgres().expect("PostgreSQL is available");
+            let url = empty.target().expose_connection_string().to_owned();
+            (Some(empty), url)
+        }
+        Backend::Sqlite => (None, scratch.join("restored.sqlite3").to_string_lossy().into_owned()),
+    }
+}
+
+fn connect_url(url: &str) -> DbConnection {
+    let target = if url.starts_with("postgres") {
+        database::DatabaseTarget::postgres_url(url).expect("a URL")
+    } else {
+        database::DatabaseTarget::sqlite_file(url)
+    };
+    database::connection::ConnectionManager::new(
+        target,
+        database::config::SessionSettings::default(),
+        std::time::Duration::from_secs(5),
+    )
+    .establish()
+    .expect("connect")
+}
+
+on_both_backends!(
+    backups_are_verified_by_restore_and_restore_the_same_data,
+    round_trip,
+    TestDb::sqlite_file(),
+    TestDb::postgres()
+);
+
+fn round_trip(database: &TestDb) {
+    seeded(database);
+    let backups = Backups::new();
+    let output = dbctl(database, &[backups.env()], &["--json", "backup"]);
+    assert_exit(&output, 0);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("backup --json is JSON");
+    let checks = json["verification"]["checks"].as_array().expect("the checks").clone();
+    let names: Vec<&str> = checks.iter().filter_map(|check| check["name"].as_str()).collect();
+    let mut expected = vec!["file", "restore", "row counts", "schema digest", "migration history"];
+    expected.push(if database.backend() == Backend::Postgres {
+        "index integrity (amcheck)"
+    } else {
+        "integrity (integrity_check)"
+    });
+    assert_eq!(names, expected);
+    assert!(checks.iter().all(|check| check["outcome"] == "passed"), "{checks:?}");
+
+    // The manifest is what the database held.
+    let manifest = backups.only();
+    let mut connection = database.connect();
+    let source = contents(&mut connection);
+    let users = manifest.row_counts["users"];
+    assert!(users >= 60, "{manifest:?}");
+    let attendance_rows = manifest.row_counts["attendance"];
+    assert!(attendance_rows > 0, "{manifest:?}");
+    assert_eq!(manifest.migrations.len(), n_migrations());
+    assert_eq!(manifest.backend, database.backend().to_string());
+    assert!(!manifest.database.contains("secret"), "{}", manifest.database);
+
+    // A restore into an empty database brings back the same rows, at head.
+    let scratch = tempfile::tempdir().expect("a directory");
+    let (_target, url) = empty_like(database, scratch.path());
+    let restored = dbctl_with(&url, &[backups.env()], &["restore"]);
+    assert_exit(&restored, 0);
+    assert!(
+        stdout(&restored).contains("at head:         true"),
+        "{}",
+        stdout(&restored)
+    );
+    assert_eq!(contents(&mut connect_url(&url)), source, "the restored data");
+
+    // A target that holds tables is refused, and keeps its data; --replace replaces it.
+    diesel::sql_query("DELETE FROM attendance")
+        .execute(&mut connection)
+        .expect("delete");
+    let refused = dbctl(database, &[backups.env()], &["restore"]);
+    assert_exit(&refused, 1);
+    assert!(stderr(&refused).contains("holds tables"), "{}", stderr(&refused));
+    assert_ne!(contents(&mut connection), source, "the refused restore changed nothing");
+    drop(connection);
+    let replaced = dbctl(database, &[backups.env()], &["restore", "--replace"]);
+    assert_exit(&replaced, 0);
+    assert_eq!(contents(&mut database.connect()), source, "the replaced data");
+
+    let listed = dbctl(database, &[backups.env()], &["backups"]);
+    assert_exit(&listed, 0);
+    assert!(stdout(&listed).contains(&manifest.id), "{}", stdout(&listed));
+    assert!(stdout(&listed).contains("verify Ok"), "{}", stdout(&listed));
+}
+
+on_both_backends!(
+    a_damaged_backup_fails_verification_and_is_not_restored,
+    damaged,
+    TestDb::sqlite_file(),
+    TestDb::postgres()
+);
+
+fn damaged(database: &TestDb) {
+    seeded(database);
+    let backups = Backups::new();
+    assert_exit(&dbctl(database, &[backups.env()], &["backup", "--no-verify"]), 0);
+    let manifest = backups.only();
+
+    // A row count that the restored copy does not have: verify restores, counts, and says so.
+    let directory = BackupDirectory::new(backups.path());
+    let mut edited = manifest.clone();
+    *edited.row_counts.get_mut("users").expect("users") += 1;
+    directory.write_manifest(&edited).expect("edit the manifest");
+    let verify = dbctl(database, &[backups.env()], &["verify"]);
+    assert_exit(&verify, 5);
+    assert!(stdout(&verify).contains("row counts"), "{}", stdout(&verify));
+    assert!(stdout(&verify).contains("FAILED"), "{}", stdout(&verify));
+    assert!(stdout(&verify).contains("in the copy"), "{}", stdout(&verify));
+    directory.write_manifest(&manifest).expect("put the manifest back");
+    assert_exit(&dbctl(database, &[backups.env()], &["verify"]), 0);
+
+    // One flipped byte in the file.
+    let path = backups.path().join(&manifest.file.name);
+    let mut bytes = std::fs::read(&path).expect("the backup");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, bytes).expect("damage the backup");
+    let verify = dbctl(database, &[backups.env()], &["--json", "verify"]);
+    assert_exit(&verify, 5);
+    let json: serde_json::Value = serde_json::from_slice(&verify.stdout).expect("JSON");
+    assert_eq!(json["checks"][0]["name"], "file");
+    assert_eq!(json["checks"][0]["outcome"], "failed");
+    let scratch = tempfile::tempdir().expect("a directory");
+    let (_target, url) = empty_like(database, scratch.path());
+    let restore = dbctl_with(&url, &[backups.env()], &["restore"]);
+    assert_exit(&restore, 1);
+    assert!(stderr(&restore).contains("is damaged"), "{}", stderr(&restore));
+
+    let records = directory.records().expect("the record");
+    let outcomes: Vec<(Kind, Outcome)> = records.iter().map(|record| (record.kind, record.outcome)).collect();
+    assert_eq!(
+        outcomes,
+        [
+            (Kind::Backup, Outcome::Ok),
+            (Kind::Verify, Outcome::Mismatch),
+            (Kind::Verify, Outcome::Ok),
+            (Kind::Verify, Outcome::Mismatch),
+            (Kind::Restore, Outcome::Failed),
+        ]
+    );
+}
+
+on_both_backends!(
+    encrypted_backups_hold_no_plaintext_and_need_their_key,
+    encrypted,
+    TestDb::sqlite_file(),
+    TestDb::postgres()
+);
+
+fn encrypted(database: &TestDb) {
+    seeded(database);
+    let backups = Backups::new();
+    let keys = tempfile::tempdir().expect("a directory");
+    let identity = age::x25519::Identity::generate();
+    let secret = identity.to_string().expose_secret().to_owned();
+    let identity_file = keys.path().join("backup.key");
+    std::fs::write(&identity_file, &secret).expect("write the key");
+    let recipient = identity.to_public().to_string();
+    let encrypt = [backups.env(), ("BACKUP_AGE_RECIPIENTS", recipient.as_str())];
+
+    let without_key = dbctl(database, &encrypt, &["backup"]);
+    assert_exit(&without_key, 1);
+    assert!(
+        stderr(&without_key).contains("BACKUP_AGE_IDENTITY_FILE"),
+        "{}",
+        stderr(&without_key)
+    );
+    let manifest = backups.only();
+    assert_eq!(
+        manifest
+            .encryption
+            .as_ref()
+            .map(|encryption| encryption.recipients.clone()),
+        Some(vec![recipient.clone()])
+    );
+    assert_eq!(
+        Path::new(&manifest.file.name)
+            .extension()
+            .and_then(|extension| extension.to_str()),
+        Some("age")
+    );
+    let bytes = std::fs::read(backups.path().join(&manifest.file.name)).expect("the backup");
+    assert!(bytes.starts_with(b"age-encryption.org/v1"), "an age file");
+    for plaintext in [&b"PGDMP"[..], b"SQLite format 3", b"seed7.example"] {
+        assert!(
+            !bytes.windows(plaintext.len()).any(|window| window == plaintext),
+            "plaintext in the encrypted backup"
+        );
+    }
+
+    let key = identity_file.to_str().expect("UTF-8");
+    let mut decrypt = encrypt.to_vec();
+    decrypt.push(("BACKUP_AGE_IDENTITY_FILE", key));
+    let verify = dbctl(database, &decrypt, &["verify"]);
+    assert_exit(&verify, 0);
+    let scratch = tempfile::tempdir().expect("a directory");
+    let (_target, url) = empty_like(database, scratch.path());
+    assert_exit(&dbctl_with(&url, &decrypt, &["restore"]), 0);
+    assert_eq!(contents(&mut connect_url(&url)), contents(&mut database.connect()));
+
+    let other = keys.path().join("other.key");
+    std::fs::write(&other, age::x25519::Identity::generate().to_string().expose_secret()).expect("write");
+    let wrong = dbctl(
+        database,
+        &[
+            backups.env(),
+            ("BACKUP_AGE_IDENTITY_FILE", other.to_str().expect("UTF-8")),
+        ],
+        &["verify"],
+    );
+    assert_exit(&wrong, 1);
+    assert!(stderr(&wrong).contains("cannot decrypt"), "{}", stderr(&wrong));
+    for output in [&without_key, &verify, &wrong] {
+        assert!(
+            !stderr(output).contains(&secret) && !stdout(output).contains(&secret),
+            "the key was printed"
+        );
+    }
+}
+
+on_both_backends!(
+    a_backup_taken_while_writers_write_matches_its_manifest,
+    under_writes,
+    TestDb::sqlite_file(),
+    TestDb::postgres()
+);
+
+/// Writers insert users as fast as they can while the backup runs: the manifest's counts, taken
+/// in the backup's own snapshot, must equal what the restored copy holds.
+fn under_writes(database: &TestDb) {
+    seeded(database);
+    let backups = Backups::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..2)
+        .map(|writer| {
+            let stop = Arc::clone(&stop);
+            let written = Arc::clone(&written);
+            let store = repo_diesel::DieselStore::new(Arc::new(database.database()));
+            std::thread::spawn(move || {
+                let mut n = 0_u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let email = format!("writer{writer}-{n}@example.com");
+                    if test_fixtures::UserBuilder::new()
+                        .email(email)
+                        .build(store.users())
+                        .is_ok()
+                    {
+                        written.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    while written.load(Ordering::Relaxed) < 20 {
+        std::thread::yield_now();
+    }
+    let output = dbctl(database, &[backups.env()], &["backup"]);
+    let before_stop = written.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().expect("a writer");
+    }
+    assert_exit(&output, 0);
+    let manifest = backups.only();
+    let after = written.load(Ordering::Relaxed);
+    eprintln!(
+        "{}: backup while writing: {} users in the snapshot, {after} written in all ({before_stop} before the backup ended)",
+        database.backend(),
+        manifest.row_counts["users"]
+    );
+    assert!(after > 20, "the writers wrote during the backup");
+}
+
+/// A `pg_dump` stand-in: prints a version, or writes half an archive and fails.
+fn fake_pg_bin(directory: &Path, version: &str, fail: bool) -> PathBuf {
+    let bin = directory.join("bin");
+    std::fs::create_dir_all(&bin).expect("a bin directory");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo '{version}'; exit 0; fi\n{}\n",
+        if fail {
+            "printf 'PGDMP half an archive'; echo 'pg_dump: error: connection lost' >&2; exit 1"
+        } else {
+            "exec /usr/lib/postgresql/15/bin/pg_dump \"$@\""
+        }
+    );
+    for tool in ["pg_dump", "pg_restore"] {
+        let path = bin.join(tool);
+        std::fs::write(&path, &script).expect("write the script");
+        std::os::unix::fs::PermissionsExt::set_mode(
+            &mut std::fs::metadata(&path).expect("metadata").permissions(),
+            0o755,
+        );
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    }
+    bin
+}
+
+#[test]
+fn a_failed_backup_leaves_nothing_that_looks_complete_on_postgres() {
+    let Some(database) = TestDb::postgres() else {
+        return;
+    };
+    seeded(&database);
+    let backups = Backups::new();
+    let tools = tempfile::tempdir().expect("a directory");
+    let bin = fake_pg_bin(tools.path(), "pg_dump (PostgreSQL) 15.19", true);
+    let output = dbctl(
+        &database,
+        &[backups.env(), ("BACKUP_PG_BIN_DIR", bin.to_str().expect("UTF-8"))],
+        &["backup"],
+    );
+    assert_exit(&output, 1);
+    assert!(stderr(&output).contains("pg_dump failed"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("connection lost"), "{}", stderr(&output));
+    assert!(backups.list().is_empty(), "no backup");
+    assert_eq!(backups.strays(), Vec::<String>::new(), "no partial file");
+    let records = BackupDirectory::new(backups.path()).records().expect("the record");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].outcome, Outcome::Failed);
+    assert!(
+        records[0]
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("pg_dump failed"),
+        "{records:?}"
+    );
+}
+
+#[test]
+fn a_pg_dump_older_than_the_server_is_refused_with_both_versions_named() {
+    let Some(database) = TestDb::postgres() else {
+        return;
+    };
+    seeded(&database);
+    let backups = Backups::new();
+    let tools = tempfile::tempdir().expect("a directory");
+    let bin = fake_pg_bin(tools.path(), "pg_dump (PostgreSQL) 14.10", false);
+    let output = dbctl(
+        &database,
+        &[backups.env(), ("BACKUP_PG_BIN_DIR", bin.to_str().expect("UTF-8"))],
+        &["backup"],
+    );
+    assert_exit(&output, 1);
+    assert!(
+        stderr(&output).contains("is version 14 and cannot handle a PostgreSQL server of version 15"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(backups.list().is_empty());
+}
+
+on_both_backends!(
+    migrate_backs_up_and_verifies_before_applying_pending_migrations,
+    backup_before_migrating,
+    TestDb::sqlite_file(),
+    TestDb::postgres()
+);
+
+fn backup_before_migrating(database: &TestDb) {
+    seeded(database);
+    let set = MigrationSet::embedded(database.backend());
+    // Two pending migrations: one backup, before the first.
+    let names: Vec<String> = set
+        .migrations()
+        .iter()
+        .rev()
+        .take(2)
+        .map(|migration| migration.name().to_owned())
+        .collect();
+    let head = names[0].clone();
+    for name in &names {
+        migrator::migrations::revert_migration(&mut database.connect(), &set, name).expect("revert");
+    }
+    assert_exit(&dbctl(database, &[], &["status"]), 3);
+
+    let backups = Backups::new();
+    if database.backend() == Backend::Postgres {
+        // A backup that fails stops the migration.
+        let tools = tempfile::tempdir().expect("a directory");
+        let bin = fake_pg_bin(tools.path(), "pg_dump (PostgreSQL) 15.19", true);
+        let output = dbctl(
+            database,
+            &[backups.env(), ("BACKUP_PG_BIN_DIR", bin.to_str().expect("UTF-8"))],
+            &["migrate"],
+        );
+        assert_exit(&output, 1);
+        assert!(
+            stderr(&output).contains("no migration was applied"),
+            "{}",
+            stderr(&output)
+        );
+        assert_exit(&dbctl(database, &[], &["status"]), 3);
+    }
+    let output = dbctl(database, &[backups.env(), ("RUST_LOG", "info")], &["migrate"]);
+    assert_exit(&output, 0);
+    let manifest = backups.only();
+    let line = format!(
+        "before:          backup {} taken and verified before applying 2 migration(s)",
+        manifest.id
+    );
+    assert!(stdout(&output).contains(&line), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("before applying migrations"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        manifest.migrations.len(),
+        n_migrations() - 2,
+        "the backup is from before the migrations"
+    );
+    assert!(!manifest.migrations.contains(&head));
+    assert_exit(&dbctl(database, &[], &["status"]), 0);
+}
+
+/// Two years of daily backups, pruned with the default policy: 7 daily, 4 weekly and 12 monthly,
+/// plus the newest verified one, which is old here.
+#[test]
+fn prune_keeps_seven_daily_four_weekly_twelve_monthly_and_the_newest_verified() {
+    let backups = Backups::new();
+    let directory = BackupDirectory::new(backups.path());
+    directory.create().expect("the directory");
+    let newest = chrono::DateTime::parse_from_rfc3339("2026-12-01T02:00:00Z")
+        .expect("a time")
+        .to_utc();
+    let mut verified_id = String::new();
+    for day in 0..730 {
+        let taken_at = newest - chrono::Duration::days(day);
+        let id = taken_at.format("%Y%m%dT%H%M%S%3fZ").to_string();
+        let name = format!("{id}.sqlite3");
+        std::fs::write(directory.file(&name), b"synthetic").expect("a file");
+        directory
+            .write_manifest(&Manifest {
+                format: MANIFEST_FORMAT,
+                id: id.clone(),
+                taken_at,
+                backend: "sqlite".to_owned(),
+                database: "synthetic".to_owned(),
+                server_version: "3".to_owned(),
+                tool: "test".to_owned(),
+                migrations: Vec::new(),
+                row_counts: std::collections::BTreeMap::new(),
+                schema_digest: String::new(),
+                file: BackupFile {
+                    name,
+                    size: 9,
+                    sha256: String::new(),
+                    format: "sqlite database".to_owned(),
+                },
+                encryption: None,
+                duration_ms: 0,
+            })
+            .expect("a manifest");
+        if day == 400 {
+            verified_id = id;
+        }
+    }
+    directory
+        .append_record(&ops::records::Record {
+            at: newest,
+            kind: Kind::Verify,
+            backup: Some(verified_id.clone()),
+            outcome: Outcome::Ok,
+            duration_ms: 1,
+            detail: None,
+        })
+        .expect("a record");
+
+    let dry_run = dbctl_with("unused.sqlite3", &[backups.env()], &["--json", "prune", "--dry-run"]);
+    assert_exit(&dry_run, 0);
+    let json: serde_json::Value = serde_json::from_slice(&dry_run.stdout).expect("JSON");
+    let decisions = json["decisions"].as_array().expect("decisions");
+    let kept: Vec<&str> = decisions
+        .iter()
+        .filter(|decision| decision["keep"] == true)
+        .filter_map(|decision| decision["id"].as_str())
+        .collect();
+    assert_eq!(kept.len(), 20, "19 by the rules and the newest verified: {kept:?}");
+    assert!(kept.contains(&verified_id.as_str()));
+    assert_eq!(backups.list().len(), 730, "a dry run removes nothing");
+    eprintln!(
+        "prune over two years of daily backups: {} kept of {}",
+        kept.len(),
+        decisions.len()
+    );
+
+    let prune = dbctl_with("unused.sqlite3", &[backups.env()], &["prune"]);
+    assert_exit(&prune, 0);
+    assert!(
+        stdout(&prune).contains("removed 710 of 730 backups"),
+        "{}",
+        stdout(&prune)
+    );
+    let left: Vec<String> = backups.list().into_iter().map(|manifest| manifest.id).collect();
+    assert_eq!(left.len(), 20);
+    let files = std::fs::read_dir(backups.path())
+        .expect("the directory")
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .is_ok_and(|entry| entry.file_name().to_string_lossy().ends_with(".sqlite3"))
+        })
+        .count();
+    assert_eq!(files, 20, "the removed backups' files are gone too");
+}
+
+on_both_backends!(
+    backups_are_copied_off_site_and_checked,
+    off_site,
+    TestDb::sqlite_file(),
+    TestDb::postgres()
+);
+
+/// `backup` copies the file and its manifest to an S3-compatible store (moto, on loopback) and
+/// checks each copy; `prune` removes the copies of the backups it removes.
+fn off_site(database: &TestDb) {
+    seeded(database);
+    let server = test_fixtures::s3::S3Server::start("backups", false);
+    let backups = Backups::new();
+    let variables = server.variables("nightly");
+    let mut environment: Vec<(&str, &str)> = variables.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    environment.push(backups.env());
+    let output = dbctl(database, &environment, &["--json", "backup"]);
+    assert_exit(&output, 0);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let manifest = backups.only();
+    let copies = json["offsite"].as_array().expect("the copies").clone();
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    assert_eq!(copies[0]["key"], format!("nightly/{}", manifest.file.name));
+    assert_eq!(copies[0]["size"], manifest.file.size);
+    assert_eq!(copies[0]["sha256"], manifest.file.sha256.as_str());
+    assert_eq!(copies[1]["key"], format!("nightly/{}.manifest.json", manifest.id));
+    let config = ops::offsite::OffsiteConfig::from_lookup(|name| {
+        variables
+            .iter()
+            .find(|(variable, _)| *variable == name)
+            .map(|(_, value)| value.clone())
+    })
+    .expect("a configuration")
+    .expect("a bucket");
+    let listed = ops::offsite::list(&config).expect("the copies");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let records = BackupDirectory::new(backups.path()).records().expect("the record");
+    assert!(
+        records
+            .iter()
+            .any(|record| record.kind == Kind::Offsite && record.outcome == Outcome::Ok),
+        "{records:?}"
+    );
+
+    // A store that refuses the copy fails the command, and the record says so.
+    drop(server);
+    let failed = dbctl(database, &environment, &["backup", "--no-verify"]);
+    assert_exit(&failed, 1);
+    let records = BackupDirectory::new(backups.path()).records().expect("the record");
+    let last = records.last().expect("a record");
+    assert_eq!((last.kind, last.outcome), (Kind::Offsite, Outcome::Failed));
+}
+
+/// `restore --to-time` prepares a data directory from a base backup and a WAL archive (the
+/// recovery itself, on a real cluster, is `tests/it/pitr.rs`): the settings, `recovery.signal`,
+/// and the next steps; a target before the base backup started is refused.
+#[test]
+fn restore_to_a_time_prepares_a_recovery_from_a_base_backup() {
+    let scratch = tempfile::tempdir().expect("a directory");
+    let base = scratch.path().join("base");
+    let archive = scratch.path().join("wal archive");
+    std::fs::create_dir_all(&base).expect("a base backup directory");
+    std::fs::create_dir_all(&archive).expect("an archive");
+    std::fs::write(base.join("PG_VERSION"), "15\n").expect("PG_VERSION");
+    std::fs::write(
+        base.join("backup_label"),
+        "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIME: 2026-12-01 10:00:00 UTC\n",
+    )
+    .expect("backup_label");
+    std::fs::write(base.join("postgresql.auto.conf"), "# the cluster's own settings\n").expect("auto.conf");
+    let data = scratch.path().join("recovered");
+    let arguments = |time: &str| {
+        vec![
+            "--json".to_owned(),
+            "restore".to_owned(),
+            "--to-time".to_owned(),
+            time.to_owned(),
+            "--base-backup".to_owned(),
+            base.display().to_string(),
+            "--wal-archive".to_owned(),
+            archive.display().to_string(),
+            "--data-dir".to_owned(),
+            data.display().to_string(),
+        ]
+    };
+    let run = |time: &str| {
+        let arguments = arguments(time);
+        let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+        dbctl_with("unused.sqlite3", &[], &arguments)
+    };
+
+    let too_early = run("2026-12-01T09:00:00+00:00");
+    assert_exit(&too_early, 1);
+    assert!(
+        stderr(&too_early).contains("2026-12-01T09:00:00"),
+        "{}",
+        stderr(&too_early)
+    );
+    assert!(!data.exists(), "nothing was written for a refused target");
+
+    let prepared = run("2026-12-01T12:30:00+01:00");
+    assert_exit(&prepared, 0);
+    let json: serde_json::Value = serde_json::from_slice(&prepared.stdout).expect("JSON");
+    let settings = std::fs::read_to_string(data.join("postgresql.auto.conf")).expect("the settings");
+    assert!(settings.starts_with("# the cluster's own settings\n"), "{settings}");
+    assert!(
+        settings.contains("recovery_target_time = '2026-12-01T12:30:00"),
+        "{settings}"
+    );
+    assert!(settings.contains("+01:00'"), "{settings}");
+    assert!(
+        settings.contains("restore_command = 'cp \"") && settings.contains("wal archive/%f"),
+        "{settings}"
+    );
+    assert!(settings.contains("recovery_target_action = 'promote'"), "{settings}");
+    assert!(data.join("recovery.signal").is_file());
+    let steps = json["next_steps"].as_array().expect("the next steps");
+    assert!(
+        steps
+            .iter()
+            .any(|step| step.as_str().is_some_and(|step| step.contains("pg_ctl"))),
+        "{steps:?}"
+    );
+
+    let again = run("2026-12-01T12:30:00+01:00");
+    assert_exit(&again, 1);
+    assert!(
+        stderr(&again).contains("not empty") || stderr(&again).contains("empty"),
+        "{}",
+        stderr(&again)
+    );
+}
