@@ -1651,105 +1651,130 @@ fn backup_and_verify(report: &mut Report, backend: &'static str, target: &Databa
             settings.recipients = Some(recipients.clone());
             settings.identity_file = Some(identity_file.clone());
         }
-        let what = |text: &str| format!("backup and verify of the 1,000,000-user database, {variant}: {text}");
-        eprintln!("{backend}, {variant}: backup");
-        let started = Instant::now();
-        let manifest = ops::backup(&database, &settings)
-            .unwrap_or_else(|error| panic!("the {variant} backup of the {backend} database failed: {error}"));
-        let backup_time = started.elapsed();
-        let path = settings.directory.join(&manifest.file.name);
-        let on_disk = std::fs::metadata(&path)
-            .unwrap_or_else(|error| panic!("the backup file {}: {error}", path.display()))
-            .len();
-        assert_eq!(
-            on_disk,
-            manifest.file.size,
-            "the manifest gives the size of {}",
-            path.display()
-        );
-        assert_eq!(
-            manifest.encryption.is_some(),
-            encrypted,
-            "the {variant} backup of {backend} is encrypted exactly when recipients are set"
-        );
-        assert_eq!(
-            manifest.row_counts.get("users").copied(),
-            Some(u64::try_from(USERS).expect("positive")),
-            "the {variant} backup of {backend} holds every user: {:?}",
-            manifest.row_counts
-        );
-        eprintln!(
-            "{backend}, {variant}: backup {} of {on_disk} bytes in {:.1} s; verify",
-            manifest.id,
-            backup_time.as_secs_f64()
-        );
-        let started = Instant::now();
-        let verification = ops::verify(&database, &settings, Some(&manifest.id)).unwrap_or_else(|error| {
-            panic!("the verification of the {variant} {backend} backup could not run: {error}")
-        });
-        let verify_time = started.elapsed();
-        eprint!("{verification}");
-        assert!(
-            verification.passed(),
-            "the {variant} backup {} of the {backend} database failed its verification:\n{verification}",
-            manifest.id
-        );
-        let rows: u64 = manifest.row_counts.values().sum();
-        let not_run: Vec<&str> = verification
-            .checks
-            .iter()
-            .filter(|check| check.outcome == ops::CheckOutcome::NotRun)
-            .map(|check| check.name.as_str())
-            .collect();
-        let restore = verification
-            .checks
-            .iter()
-            .find(|check| check.name == "restore")
-            .map_or("no restore", |check| check.detail.as_str());
-        report.value(
-            Measure::new("9", backend, what("backup size, MiB")),
-            float(on_disk) / MIB,
-            1,
-            format!("{on_disk} bytes; {}", manifest.file.format),
-        );
-        report.ratio(
-            Measure::new("9", backend, what("backup size / database size")),
-            &[float(on_disk)],
-            &[float(database_bytes)],
-            Unit::Bytes,
-        );
-        report.value(
-            Measure::new("9", backend, what("backup time, s")),
-            backup_time.as_secs_f64(),
-            1,
-            format!("manifest: {} ms; {}", manifest.duration_ms, manifest.tool),
-        );
-        report.value(
-            Measure::new("9", backend, what("verify time, s")),
-            verify_time.as_secs_f64(),
-            1,
-            format!(
-                "passed, {} checks{}; restore: {restore}; verification: {} ms",
-                verification.checks.len(),
-                if not_run.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (not run: {})", not_run.join(", "))
-                },
-                verification.duration_ms
-            ),
-        );
-        report.value(
-            Measure::new("9", backend, what("rows in the manifest")),
-            float(rows),
-            0,
-            format!("{} tables", manifest.row_counts.len()),
-        );
+        backup_variant(report, backend, &database, &settings, variant, database_bytes);
     }
     drop(database);
     scratch
         .close()
         .expect("the temporary directory of the backups is removed");
+}
+
+/// One backup of figure 9 (`variant`: plain, or age when `settings` has recipients) and its
+/// verification, each timed, and their rows of the report.
+fn backup_variant(
+    report: &mut Report,
+    backend: &'static str,
+    database: &Database,
+    settings: &ops::BackupSettings,
+    variant: &str,
+    database_bytes: u64,
+) {
+    let what = |text: &str| format!("backup and verify of the 1,000,000-user database, {variant}: {text}");
+    eprintln!("{backend}, {variant}: backup");
+    let started = Instant::now();
+    let manifest = ops::backup(database, settings)
+        .unwrap_or_else(|error| panic!("the {variant} backup of the {backend} database failed: {error}"));
+    let backup_time = started.elapsed();
+    let path = settings.directory.join(&manifest.file.name);
+    let on_disk = std::fs::metadata(&path)
+        .unwrap_or_else(|error| panic!("the backup file {}: {error}", path.display()))
+        .len();
+    assert_eq!(
+        on_disk,
+        manifest.file.size,
+        "the manifest gives the size of {}",
+        path.display()
+    );
+    assert_eq!(
+        manifest.encryption.is_some(),
+        settings.recipients.is_some(),
+        "the {variant} backup of {backend} is encrypted exactly when recipients are set"
+    );
+    assert_eq!(
+        manifest.row_counts.get("users").copied(),
+        Some(u64::try_from(USERS).expect("positive")),
+        "the {variant} backup of {backend} holds every user: {:?}",
+        manifest.row_counts
+    );
+    eprintln!(
+        "{backend}, {variant}: backup {} of {on_disk} bytes in {:.1} s; verify",
+        manifest.id,
+        backup_time.as_secs_f64()
+    );
+    let started = Instant::now();
+    let verification = ops::verify(database, settings, Some(&manifest.id))
+        .unwrap_or_else(|error| panic!("the verification of the {variant} {backend} backup could not run: {error}"));
+    let verify_time = started.elapsed();
+    eprint!("{verification}");
+    assert!(
+        verification.passed(),
+        "the {variant} backup {} of the {backend} database failed its verification:\n{verification}",
+        manifest.id
+    );
+    report.value(
+        Measure::new("9", backend, what("backup size, MiB")),
+        float(on_disk) / MIB,
+        1,
+        format!("{on_disk} bytes; {}", manifest.file.format),
+    );
+    report.ratio(
+        Measure::new("9", backend, what("backup size / database size")),
+        &[float(on_disk)],
+        &[float(database_bytes)],
+        Unit::Bytes,
+    );
+    report.value(
+        Measure::new("9", backend, what("backup time, s")),
+        backup_time.as_secs_f64(),
+        1,
+        format!("manifest: {} ms; {}", manifest.duration_ms, manifest.tool),
+    );
+    report.value(
+        Measure::new("9", backend, what("verify time, s")),
+        verify_time.as_secs_f64(),
+        1,
+        checks_passed(&verification),
+    );
+    report.value(
+        Measure::new("9", backend, what("rows in the manifest")),
+        float(manifest.row_counts.values().sum()),
+        0,
+        format!(
+            "{} tables: {}",
+            manifest.row_counts.len(),
+            manifest
+                .row_counts
+                .iter()
+                .map(|(table, count)| format!("{table} {count}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+}
+
+/// A passed verification in brief: its checks, those that could not run, and the restore's time.
+fn checks_passed(verification: &ops::Verification) -> String {
+    let not_run: Vec<&str> = verification
+        .checks
+        .iter()
+        .filter(|check| check.outcome == ops::CheckOutcome::NotRun)
+        .map(|check| check.name.as_str())
+        .collect();
+    let restore = verification
+        .checks
+        .iter()
+        .find(|check| check.name == "restore")
+        .map_or("no restore", |check| check.detail.as_str());
+    format!(
+        "passed, {} checks{}; restore: {restore}; verification: {} ms",
+        verification.checks.len(),
+        if not_run.is_empty() {
+            String::new()
+        } else {
+            format!(" (not run: {})", not_run.join(", "))
+        },
+        verification.duration_ms
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -223,6 +223,7 @@ fn recover(base: &Path, archive: &Path, target: DateTime<FixedOffset>) -> (Count
         wal_archive: archive.to_path_buf(),
         data_dir: data.clone(),
         target_time: target,
+        port: None,
     })
     .expect("prepare the recovery");
     assert!(

@@ -37,7 +37,7 @@ Exit codes:
   2  bad usage
   3  status: migrations are pending (run `dbctl migrate`)
   4  status: a migration is dirty, edited or unknown and needs an operator
-  5  verify: the backup does not match its manifest";
+  5  verify (or backup's verification): the backup does not match its manifest";
 
 /// Runs the database's operations: migrations, backups proven by restore, retention and
 /// point-in-time recovery. Logs go to stderr (`RUST_LOG`, default `info`), without colour when
@@ -56,7 +56,7 @@ struct Cli {
 enum Command {
     /// Apply pending migrations: a release step for deploy pipelines. When migrations are
     /// pending, a backup of the database is taken (and verified) first, unless --no-backup.
-    #[command(after_long_help = after_help(&[Env::Database, Env::Migration, Env::Backup, Env::Offsite, Env::Log]))]
+    #[command(after_long_help = after_help(&[Env::Database, Env::Migration, Env::Backup, Env::Log]))]
     Migrate {
         /// Apply the migrations without taking a backup first.
         #[arg(long)]
@@ -106,10 +106,11 @@ enum Command {
     #[command(after_long_help = after_help(&[Env::Database, Env::Backup, Env::Log]))]
     Restore(RestoreArgs),
     /// List the backups, with their last verification.
-    #[command(after_long_help = after_help(&[Env::Backup, Env::Offsite, Env::Log]))]
+    #[command(after_long_help = after_help(&[Env::BackupDir, Env::Log]))]
     Backups,
     /// Remove backups that the retention policy (7 daily, 4 weekly, 12 monthly by default) no
-    /// longer keeps; the newest verified backup is always kept.
+    /// longer keeps, with their off-site copies when `BACKUP_S3_BUCKET` is set; the newest
+    /// verified backup is always kept.
     #[command(after_long_help = after_help(&[Env::Backup, Env::Offsite, Env::Log]))]
     Prune {
         /// List what would be removed and remove nothing.
@@ -130,7 +131,9 @@ struct RestoreArgs {
     /// The backup's id (default: the newest).
     #[arg(conflicts_with = "to_time")]
     backup: Option<String>,
-    /// Replace the contents of a target database that holds tables.
+    /// Restore into a target that holds tables: on PostgreSQL the backup's objects are dropped
+    /// and recreated (objects the backup lacks stay; recreate the database for an exact copy),
+    /// on SQLite the file is replaced whole.
     #[arg(long, conflicts_with = "to_time")]
     replace: bool,
     /// Prepare a point-in-time recovery to this moment (RFC 3339, for example
@@ -146,6 +149,10 @@ struct RestoreArgs {
     /// The new data directory to recover into; it must not exist or be empty (with --to-time).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// The port the recovered server listens on, so that it does not collide with the server
+    /// the base backup came from (with --to-time; default: the backup's own).
+    #[arg(long, value_name = "PORT", requires = "to_time")]
+    port: Option<u16>,
 }
 
 /// Groups of environment variables, for each command's `--help`.
@@ -156,6 +163,7 @@ enum Env {
     Backup,
     Offsite,
     PgBin,
+    BackupDir,
     Log,
 }
 
@@ -176,6 +184,7 @@ fn after_help(groups: &[Env]) -> String {
             Env::Backup => ops::settings::VARIABLES.to_vec(),
             Env::Offsite => OffsiteConfig::VARIABLES.to_vec(),
             Env::PgBin => vec!["BACKUP_PG_BIN_DIR"],
+            Env::BackupDir => vec!["BACKUP_DIR"],
             Env::Log => vec!["RUST_LOG (default info; for example RUST_LOG=debug or RUST_LOG=ops=debug)"],
         };
         for variable in variables {
@@ -203,7 +212,12 @@ fn main() -> ExitCode {
             // The cause chain on one line; libpq's multi-line messages are joined too.
             let message = format!("{error:#}");
             let message: Vec<&str> = message.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
-            let _ = writeln!(std::io::stderr(), "error: {}", message.join(" "));
+            let message = message.join(" ");
+            if cli.json {
+                // A script reading stdout gets a JSON document either way.
+                let _ = writeln!(std::io::stdout(), "{}", json!({ "error": message }));
+            }
+            let _ = writeln!(std::io::stderr(), "error: {message}");
             ExitCode::from(exit::FAILED)
         }
     }
@@ -390,11 +404,23 @@ fn backup(json: bool, no_verify: bool, no_offsite: bool) -> anyhow::Result<u8> {
     } else {
         Some(ops::verify(&database, &settings, Some(&manifest.id))?)
     };
-    let uploaded = match &offsite {
-        Some(config) => Some(ops::backup::copy_offsite(config, &settings, &manifest)?),
-        None => None,
+    // A backup that failed its verification is not copied off-site.
+    let verified = verification.as_ref().is_none_or(ops::Verification::passed);
+    let offsite_result = match &offsite {
+        Some(config) if verified => Some(ops::backup::copy_offsite(config, &settings, &manifest)),
+        _ => None,
     };
-    let value = json!({ "manifest": manifest, "verification": verification, "offsite": uploaded });
+    let (uploaded, offsite_error) = match offsite_result {
+        Some(Ok(uploaded)) => (Some(uploaded), None),
+        Some(Err(error)) => (None, Some(error)),
+        None => (None, None),
+    };
+    let value = json!({
+        "manifest": manifest,
+        "verification": verification,
+        "offsite": uploaded,
+        "offsite_error": offsite_error.as_ref().map(ToString::to_string),
+    });
     report(json, &value, |out| {
         writeln!(
             out,
@@ -420,6 +446,16 @@ fn backup(json: bool, no_verify: bool, no_offsite: bool) -> anyhow::Result<u8> {
         }
         Ok(())
     })?;
+    if let Some(error) = offsite_error {
+        // The report above (with `offsite_error` in its JSON) is the one document on stdout.
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: backup {} was taken{}, but its off-site copy failed: {error}",
+            manifest.id,
+            if verification.is_some() { " and verified" } else { "" }
+        );
+        return Ok(exit::FAILED);
+    }
     Ok(match verification {
         Some(verification) if !verification.passed() => exit::BACKUP_MISMATCH,
         _ => 0,
@@ -433,6 +469,7 @@ fn restore(json: bool, arguments: &RestoreArgs) -> anyhow::Result<u8> {
             wal_archive: arguments.wal_archive.clone().context("--to-time needs --wal-archive")?,
             data_dir: arguments.data_dir.clone().context("--to-time needs --data-dir")?,
             target_time,
+            port: arguments.port,
         };
         let prepared = ops::pitr::prepare_recovery(&plan)?;
         let value = json!({
@@ -472,11 +509,7 @@ fn restore(json: bool, arguments: &RestoreArgs) -> anyhow::Result<u8> {
             "restored backup {} into {}{} ({} ms)",
             restored.backup,
             restored.target,
-            if restored.replaced {
-                ", replacing its contents"
-            } else {
-                ""
-            },
+            if restored.replaced { ", over its tables" } else { "" },
             restored.duration_ms
         )?;
         print_status(out, &restored.status)
@@ -518,7 +551,14 @@ fn backups(json: bool) -> anyhow::Result<u8> {
             for manifest in &manifests {
                 let verified = last_verification(&manifest.id).map_or_else(
                     || "never verified".to_owned(),
-                    |record| format!("verify {:?} at {}", record.outcome, record.at.format("%Y-%m-%d %H:%M")),
+                    |record| {
+                        let outcome = serde_json::to_value(record.outcome).ok();
+                        let outcome = outcome
+                            .as_ref()
+                            .and_then(serde_json::Value::as_str)
+                            .unwrap_or("unknown");
+                        format!("verify {outcome} at {}", record.at.format("%Y-%m-%d %H:%M"))
+                    },
                 );
                 writeln!(
                     out,
@@ -542,7 +582,18 @@ fn prune(json: bool, dry_run: bool) -> anyhow::Result<u8> {
     let directory = BackupDirectory::new(&settings.directory);
     let start = std::time::Instant::now();
     let manifests = directory.list()?;
-    let verified = directory.verified()?;
+    // Only a verified backup whose file is still there, at its size, can be the safety net.
+    let verified: std::collections::BTreeSet<String> = directory
+        .verified()?
+        .into_iter()
+        .filter(|id| {
+            manifests.iter().any(|manifest| {
+                &manifest.id == id
+                    && std::fs::metadata(directory.file(&manifest.file.name))
+                        .is_ok_and(|metadata| metadata.len() == manifest.file.size)
+            })
+        })
+        .collect();
     let candidates: Vec<Candidate<'_>> = manifests
         .iter()
         .map(|manifest| Candidate {

@@ -292,7 +292,11 @@ fn help_lists_each_commands_environment_and_the_exit_codes() {
         ("status", &["DATABASE_URL", "DATABASE_POOL_MAX_SIZE", "RUST_LOG"][..]),
         (
             "migrate",
-            &["DATABASE_MIGRATION_LOCK_TIMEOUT_MS", "BACKUP_DIR", "BACKUP_S3_BUCKET"][..],
+            &[
+                "DATABASE_MIGRATION_LOCK_TIMEOUT_MS",
+                "BACKUP_DIR",
+                "BACKUP_AGE_RECIPIENTS",
+            ][..],
         ),
         (
             "backup",
@@ -495,6 +499,18 @@ fn round_trip(database: &TestDb) {
     assert_eq!(manifest.migrations.len(), n_migrations());
     assert_eq!(manifest.backend, database.backend().to_string());
     assert!(!manifest.database.contains("secret"), "{}", manifest.database);
+    for name in [
+        manifest.file.name.clone(),
+        format!("{}.manifest.json", manifest.id),
+        "records.jsonl".to_owned(),
+    ] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(backups.path().join(&name))
+                .expect("the file")
+                .permissions(),
+        );
+        assert_eq!(mode & 0o077, 0, "{name} is readable by others: {mode:o}");
+    }
 
     // A restore into an empty database brings back the same rows, at head.
     let scratch = tempfile::tempdir().expect("a directory");
@@ -524,7 +540,7 @@ fn round_trip(database: &TestDb) {
     let listed = dbctl(database, &[backups.env()], &["backups"]);
     assert_exit(&listed, 0);
     assert!(stdout(&listed).contains(&manifest.id), "{}", stdout(&listed));
-    assert!(stdout(&listed).contains("verify Ok"), "{}", stdout(&listed));
+    assert!(stdout(&listed).contains("verify ok"), "{}", stdout(&listed));
 }
 
 on_both_backends!(
@@ -912,6 +928,17 @@ fn prune_keeps_seven_daily_four_weekly_twelve_monthly_and_the_newest_verified() 
             detail: None,
         })
         .expect("a record");
+    // A verification that could not run says nothing about the backup: it stays verified.
+    directory
+        .append_record(&ops::records::Record {
+            at: newest,
+            kind: Kind::Verify,
+            backup: Some(verified_id.clone()),
+            outcome: Outcome::Failed,
+            duration_ms: 1,
+            detail: Some("set BACKUP_AGE_IDENTITY_FILE".to_owned()),
+        })
+        .expect("a record");
 
     let dry_run = dbctl_with("unused.sqlite3", &[backups.env()], &["--json", "prune", "--dry-run"]);
     assert_exit(&dry_run, 0);
@@ -999,6 +1026,16 @@ fn off_site(database: &TestDb) {
     drop(server);
     let failed = dbctl(database, &environment, &["backup", "--no-verify"]);
     assert_exit(&failed, 1);
+    assert!(
+        stderr(&failed).contains("but its off-site copy failed"),
+        "{}",
+        stderr(&failed)
+    );
+    assert!(
+        stdout(&failed).starts_with("backup "),
+        "the report is printed: {}",
+        stdout(&failed)
+    );
     let records = BackupDirectory::new(backups.path()).records().expect("the record");
     let last = records.last().expect("a record");
     assert_eq!((last.kind, last.outcome), (Kind::Offsite, Outcome::Failed));
@@ -1034,6 +1071,8 @@ fn restore_to_a_time_prepares_a_recovery_from_a_base_backup() {
             archive.display().to_string(),
             "--data-dir".to_owned(),
             data.display().to_string(),
+            "--port".to_owned(),
+            "55999".to_owned(),
         ]
     };
     let run = |time: &str| {
@@ -1066,12 +1105,19 @@ fn restore_to_a_time_prepares_a_recovery_from_a_base_backup() {
         "{settings}"
     );
     assert!(settings.contains("recovery_target_action = 'promote'"), "{settings}");
+    assert!(settings.contains("port = '55999'"), "{settings}");
     assert!(data.join("recovery.signal").is_file());
     let steps = json["next_steps"].as_array().expect("the next steps");
     assert!(
         steps
             .iter()
             .any(|step| step.as_str().is_some_and(|step| step.contains("pg_ctl"))),
+        "{steps:?}"
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|step| step.as_str().is_some_and(|step| step.contains("-p 55999"))),
         "{steps:?}"
     );
 
@@ -1082,4 +1128,92 @@ fn restore_to_a_time_prepares_a_recovery_from_a_base_backup() {
         "{}",
         stderr(&again)
     );
+}
+
+/// Backup ids and manifests cannot point outside the backup directory: an id that is a path is
+/// no backup, and a manifest naming another backup's file, or a file elsewhere, is refused
+/// before anything reads, verifies or removes that file.
+#[test]
+fn backups_cannot_point_outside_their_directory() {
+    let database = TestDb::sqlite_file();
+    seeded(&database);
+    let backups = Backups::new();
+    assert_exit(&dbctl(&database, &[backups.env()], &["backup"]), 0);
+    let manifest = backups.only();
+    let outside = tempfile::tempdir().expect("a directory");
+    let victim = outside.path().join("victim.txt");
+    std::fs::write(&victim, b"not a backup").expect("a file outside");
+    std::fs::write(
+        outside.path().join("x.manifest.json"),
+        serde_json::to_vec(&manifest).expect("JSON"),
+    )
+    .expect("a manifest outside");
+    let relative = format!("../{}/x", outside.path().file_name().expect("a name").to_string_lossy());
+    for id in [relative.as_str(), &outside.path().join("x").to_string_lossy()] {
+        let output = dbctl(&database, &[backups.env()], &["--json", "verify", id]);
+        assert_exit(&output, 1);
+        assert!(
+            stderr(&output).contains("a backup id looks like"),
+            "{}",
+            stderr(&output)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("an error as JSON");
+        assert!(
+            json["error"].as_str().is_some_and(|error| error.contains("no backup")),
+            "{json}"
+        );
+    }
+
+    // A manifest in the directory whose file is elsewhere.
+    let mut hostile = manifest.clone();
+    hostile.id = "20200101T000000000Z".to_owned();
+    hostile.taken_at = manifest.taken_at - chrono::Duration::days(400);
+    hostile.file.name = format!(
+        "../{}/victim.txt",
+        outside.path().file_name().expect("a name").to_string_lossy()
+    );
+    std::fs::write(
+        backups.path().join("20200101T000000000Z.manifest.json"),
+        serde_json::to_vec(&hostile).expect("JSON"),
+    )
+    .expect("a hostile manifest");
+    let keep_one = [
+        backups.env(),
+        ("BACKUP_KEEP_DAILY", "1"),
+        ("BACKUP_KEEP_WEEKLY", "0"),
+        ("BACKUP_KEEP_MONTHLY", "0"),
+    ];
+    let prune = dbctl(&database, &keep_one, &["prune"]);
+    assert_exit(&prune, 1);
+    assert!(
+        stderr(&prune).contains("a manifest must describe its own backup"),
+        "{}",
+        stderr(&prune)
+    );
+    assert!(victim.exists(), "prune removed a file outside the backup directory");
+    let verify = dbctl(&database, &[backups.env()], &["verify", "20200101T000000000Z"]);
+    assert_exit(&verify, 1);
+}
+
+#[test]
+fn another_sessions_temporary_table_does_not_stop_a_backup_on_postgres() {
+    let Some(database) = TestDb::postgres() else {
+        return;
+    };
+    seeded(&database);
+    let mut other = database.connect();
+    other
+        .batch_execute("CREATE TEMPORARY TABLE scratch_of_another_session (x int)")
+        .expect("a temporary table");
+    let backups = Backups::new();
+    let output = dbctl(&database, &[backups.env()], &["backup"]);
+    assert_exit(&output, 0);
+    assert!(
+        !backups
+            .only()
+            .row_counts
+            .keys()
+            .any(|table| table.contains("scratch_of_another_session"))
+    );
+    drop(other);
 }

@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::process::Stdio;
 use std::time::Instant;
 
@@ -20,6 +21,9 @@ use crate::records::{Kind, Outcome, Record};
 use crate::settings::BackupSettings;
 use crate::tools::{Running, Tool};
 use crate::{BackupError, elapsed_ms, sql};
+
+/// Backups, manifests and the record hold the data: only their owner may read them.
+pub(crate) const PRIVATE: u32 = 0o600;
 
 #[derive(QueryableByName)]
 struct Snapshot {
@@ -41,7 +45,12 @@ pub fn backup(database: &Database, settings: &BackupSettings) -> Result<Manifest
         duration_ms: elapsed_ms(start),
         detail: result.as_ref().err().map(ToString::to_string),
     };
-    directory.append_record(&record)?;
+    if let Err(error) = directory.append_record(&record) {
+        tracing::error!(%error, "cannot record the backup run");
+        if result.is_ok() {
+            return Err(error);
+        }
+    }
     match &result {
         Ok(manifest) => tracing::info!(
             backup = %manifest.id,
@@ -63,21 +72,30 @@ fn take(database: &Database, settings: &BackupSettings, directory: &BackupDirect
     if directory.manifest_path(&id).exists() {
         return Err(BackupError::Refused(format!("a backup named {id} exists already")));
     }
-    let mut connection = database.get()?;
-    let (name, format, contents) = match database.backend() {
-        Backend::Postgres => {
-            let name = format!("{id}.dump{}", encrypted_suffix(settings));
-            let partial = directory.partial(&name);
-            let result = dump_postgres(&mut connection, database, settings, &partial);
-            (name, "pg_dump custom", finish_partial(result, &partial)?)
-        }
-        Backend::Sqlite => {
-            let name = format!("{id}.sqlite3{}", encrypted_suffix(settings));
-            let partial = directory.partial(&name);
-            let result = copy_sqlite(&mut connection, settings, directory, &id, &partial);
-            (name, "sqlite database", finish_partial(result, &partial)?)
-        }
+    let (name, format) = match database.backend() {
+        Backend::Postgres => (format!("{id}.dump{}", encrypted_suffix(settings)), "pg_dump custom"),
+        Backend::Sqlite => (format!("{id}.sqlite3{}", encrypted_suffix(settings)), "sqlite database"),
     };
+    // Claimed by creating it (empty, private): a second backup in the same millisecond fails
+    // here and leaves this one's file alone. VACUUM INTO accepts an empty target.
+    let partial = directory.partial(&name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE)
+        .open(&partial)
+        .map_err(|error| {
+            BackupError::io(
+                format!("cannot claim {} (is another backup running?)", partial.display()),
+                error,
+            )
+        })?;
+    let mut connection = database.get()?;
+    let result = match database.backend() {
+        Backend::Postgres => dump_postgres(&mut connection, database, settings, &partial),
+        Backend::Sqlite => copy_sqlite(&mut connection, settings, &partial),
+    };
+    let contents = finish_partial(result, &partial)?;
     drop(connection);
     directory.commit(&directory.partial(&name), &name)?;
     let manifest = Manifest {
@@ -145,8 +163,14 @@ fn dump_postgres(
     let server_major = sql::server_major(connection)?;
     let pg_dump = Tool::find("pg_dump", settings.pg_bin_dir.as_deref(), server_major)?;
     pg_dump.require_at_least(server_major, "a PostgreSQL server of version")?;
+    // The snapshot stays open, idle, while pg_dump runs, and the counts may take long on big
+    // tables: neither the server's idle timeout nor the pool's statement timeout may end it
+    // (pg_dump turns both off for its own session too).
     connection
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .batch_execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL statement_timeout = 0; \
+             SET LOCAL idle_in_transaction_session_timeout = 0",
+        )
         .map_err(BackupError::database("cannot start the backup's snapshot"))?;
     let result = (|| -> Result<Contents, BackupError> {
         let snapshot: Snapshot = diesel::sql_query("SELECT pg_export_snapshot() AS snapshot")
@@ -184,20 +208,31 @@ fn dump_postgres(
 fn copy_sqlite(
     connection: &mut DbConnection,
     settings: &BackupSettings,
-    directory: &BackupDirectory,
-    id: &str,
     partial: &std::path::Path,
 ) -> Result<Contents, BackupError> {
-    let plain = if settings.recipients.is_some() {
-        directory.partial(&format!("{id}.plain.sqlite3"))
+    // An encrypted backup's plain copy goes to a private temporary directory (0700), never
+    // into the backup directory, and goes when this returns.
+    let scratch = if settings.recipients.is_some() {
+        Some(
+            tempfile::Builder::new()
+                .prefix("dbctl-backup-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()
+                .map_err(|error| BackupError::io("cannot create a private temporary directory".to_owned(), error))?,
+        )
     } else {
-        partial.to_path_buf()
+        None
     };
+    let plain = scratch
+        .as_ref()
+        .map_or_else(|| partial.to_path_buf(), |scratch| scratch.path().join("plain.sqlite3"));
     let result = (|| -> Result<Contents, BackupError> {
         diesel::sql_query("VACUUM INTO ?")
             .bind::<Text, _>(plain.to_string_lossy())
             .execute(connection)
             .map_err(BackupError::database("VACUUM INTO failed"))?;
+        std::fs::set_permissions(&plain, std::os::unix::fs::PermissionsExt::from_mode(PRIVATE))
+            .map_err(|error| BackupError::io(format!("cannot restrict {}", plain.display()), error))?;
         let mut copy = open_sqlite(&plain)?;
         let server_version = sql::server_version(&mut copy)?;
         let migrations = sql::applied_migrations(&mut copy)?;
@@ -225,9 +260,7 @@ fn copy_sqlite(
             sha256,
         })
     })();
-    if settings.recipients.is_some() {
-        let _ = std::fs::remove_file(&plain);
-    }
+    drop(scratch);
     result
 }
 
@@ -248,7 +281,9 @@ fn write_file(
     let context = || format!("cannot write {}", path.display());
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE)
         .open(path)
         .map_err(|error| BackupError::io(context(), error))?;
     let mut hashing = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file));

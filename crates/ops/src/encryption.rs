@@ -18,9 +18,12 @@ impl Recipients {
     /// names the setting in errors.
     pub fn parse(source: &str, text: &str) -> Result<Self, BackupError> {
         let keys: Vec<x25519::Recipient> = text
-            .split([',', '\n'])
+            .lines()
             .map(str::trim)
-            .filter(|key| !key.is_empty() && !key.starts_with('#'))
+            .filter(|line| !line.starts_with('#'))
+            .flat_map(|line| line.split(','))
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
             .map(|key| {
                 x25519::Recipient::from_str(key).map_err(|reason| {
                     BackupError::Settings(format!("{source}: {key:?} is not an age public key: {reason}"))

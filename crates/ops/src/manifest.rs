@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -129,7 +130,7 @@ impl BackupDirectory {
                 entry.map_err(|error| BackupError::io(format!("cannot read {}", self.path.display()), error))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(id) = name.strip_suffix(MANIFEST_SUFFIX)
-                && !name.starts_with('.')
+                && is_backup_id(id)
             {
                 manifests.push(self.read(id)?);
             }
@@ -138,8 +139,16 @@ impl BackupDirectory {
         Ok(manifests)
     }
 
-    /// The manifest of backup `id`.
+    /// The manifest of backup `id`. Ids are what `backup` names backups (`20261201T170412123Z`);
+    /// anything else, a path included, is no backup. A manifest whose own id or file name is not
+    /// that backup's is refused: it cannot point a verification or a prune outside the directory.
     pub fn read(&self, id: &str) -> Result<Manifest, BackupError> {
+        if !is_backup_id(id) {
+            return Err(BackupError::NotFound(format!(
+                "no backup {id:?} in {}: a backup id looks like 20261201T170412123Z",
+                self.path.display()
+            )));
+        }
         let path = self.manifest_path(id);
         let text = fs::read_to_string(&path).map_err(|error| {
             if error.kind() == std::io::ErrorKind::NotFound {
@@ -150,6 +159,15 @@ impl BackupDirectory {
         })?;
         let manifest: Manifest = serde_json::from_str(&text)
             .map_err(|error| BackupError::Manifest(format!("{} is not a backup manifest: {error}", path.display())))?;
+        let expected_names = [".dump", ".dump.age", ".sqlite3", ".sqlite3.age"].map(|suffix| format!("{id}{suffix}"));
+        if manifest.id != id || !expected_names.contains(&manifest.file.name) {
+            return Err(BackupError::Manifest(format!(
+                "{} describes backup {:?} with file {:?}: a manifest must describe its own backup, in this directory",
+                path.display(),
+                manifest.id,
+                manifest.file.name
+            )));
+        }
         if manifest.format != MANIFEST_FORMAT {
             return Err(BackupError::Manifest(format!(
                 "{} has manifest format {}; this dbctl reads format {MANIFEST_FORMAT}",
@@ -179,7 +197,12 @@ impl BackupDirectory {
         let partial = self.partial(&name);
         let text = serde_json::to_vec_pretty(manifest).expect("a manifest is plain data and always serialises");
         let write = || -> std::io::Result<()> {
-            let mut file = File::create(&partial)?;
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(crate::backup::PRIVATE)
+                .open(&partial)?;
             file.write_all(&text)?;
             file.write_all(b"\n")?;
             file.sync_all()
@@ -215,6 +238,35 @@ impl BackupDirectory {
                 Err(BackupError::io(format!("cannot remove {}", file.display()), error))
             }
             _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `id` has the form `backup` gives ids: `YYYYMMDDTHHMMSSmmmZ`.
+#[must_use]
+pub fn is_backup_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    bytes.len() == 19
+        && bytes[8] == b'T'
+        && bytes[18] == b'Z'
+        && bytes[..8].iter().chain(&bytes[9..18]).all(u8::is_ascii_digit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_backup_id;
+
+    #[test]
+    fn only_backup_ids_name_backups() {
+        for (id, valid) in [
+            ("20261201T170412123Z", true),
+            ("../outside/x", false),
+            ("/tmp/x", false),
+            ("20261201T170412123Z/../../x", false),
+            ("2026120XT170412123Z", false),
+            ("", false),
+        ] {
+            assert_eq!(is_backup_id(id), valid, "{id}");
         }
     }
 }

@@ -52,6 +52,7 @@ use percent_encoding::percent_decode_str;
 use url::Url;
 
 const PG_BASEBACKUP: &str = "pg_basebackup";
+const PG_CTL: &str = "pg_ctl";
 const PG_VERIFYBACKUP: &str = "pg_verifybackup";
 /// The file `pg_basebackup` writes at the top of a plain-format backup.
 const BACKUP_LABEL: &str = "backup_label";
@@ -254,6 +255,9 @@ pub struct RecoveryPlan {
     pub data_dir: PathBuf,
     /// Recovery replays the transactions that committed before this moment and none after.
     pub target_time: DateTime<FixedOffset>,
+    /// The port the recovered server listens on (written to `postgresql.auto.conf`), so that it
+    /// does not collide with the server the base backup came from; `None` keeps the backup's.
+    pub port: Option<u16>,
 }
 
 /// A data directory ready to recover, as [`prepare_recovery`] left it.
@@ -365,6 +369,10 @@ pub fn prepare_recovery(plan: &RecoveryPlan) -> Result<PreparedRecovery, PitrErr
         conf_line("recovery_target_action", "promote")?,
         conf_line("archive_mode", "off")?,
     ];
+    let mut settings = settings;
+    if let Some(port) = plan.port {
+        settings.push(conf_line("port", &port.to_string())?);
+    }
     let created = ensure_new_or_empty(&plan.data_dir)?;
     refuse_nested(&plan.data_dir, base_backup)?;
 
@@ -403,7 +411,7 @@ pub fn prepare_recovery(plan: &RecoveryPlan) -> Result<PreparedRecovery, PitrErr
         data_dir: plan.data_dir.clone(),
         copied_bytes,
         settings,
-        next_steps: next_steps(data_dir_text),
+        next_steps: next_steps(data_dir_text, plan.port),
         notes: vec![
             format!(
                 "the server replays the archive up to {target}, stops before the first commit at or after it, and \
@@ -509,7 +517,20 @@ fn shell_word(word: &str) -> String {
     }
 }
 
-fn next_steps(data_dir: &str) -> Vec<NextStep> {
+fn next_steps(data_dir: &str, port: Option<u16>) -> Vec<NextStep> {
+    let program = |name: &'static str| {
+        find_binary(None, name).map_or_else(|_| name.to_owned(), |path| path.display().to_string())
+    };
+    let mut psql = vec!["-h".to_owned(), "127.0.0.1".to_owned()];
+    if let Some(port) = port {
+        psql.extend(["-p".to_owned(), port.to_string()]);
+    }
+    psql.extend([
+        "-U".to_owned(),
+        "postgres".to_owned(),
+        "-Atc".to_owned(),
+        "SELECT pg_is_in_recovery()".to_owned(),
+    ]);
     vec![
         NextStep {
             purpose: "hand the data directory to the server's user, if that is not the user who prepared it".to_owned(),
@@ -517,10 +538,17 @@ fn next_steps(data_dir: &str) -> Vec<NextStep> {
             args: vec!["-R".to_owned(), "postgres:postgres".to_owned(), data_dir.to_owned()],
         },
         NextStep {
-            purpose: "start the server (as its user, on a port of its own): it replays the archive up to the \
-                      target, then promotes"
-                .to_owned(),
-            program: "pg_ctl".to_owned(),
+            purpose: match port {
+                Some(port) => format!(
+                    "start the server as its user (runuser -u postgres -- …), on port {port}: it replays the archive \
+                     up to the target, then promotes"
+                ),
+                None => "start the server as its user (runuser -u postgres -- …), after choosing a port of its own \
+                         in postgresql.auto.conf if the backup's server runs on this host: it replays the archive up \
+                         to the target, then promotes"
+                    .to_owned(),
+            },
+            program: program(PG_CTL),
             args: vec![
                 "-D".to_owned(),
                 data_dir.to_owned(),
@@ -532,7 +560,7 @@ fn next_steps(data_dir: &str) -> Vec<NextStep> {
         NextStep {
             purpose: "prints f once recovery has finished and the server promoted".to_owned(),
             program: "psql".to_owned(),
-            args: vec!["-Atc".to_owned(), "SELECT pg_is_in_recovery()".to_owned()],
+            args: psql,
         },
     ]
 }
@@ -589,15 +617,30 @@ fn find_binary(bin_dir: Option<&Path>, name: &'static str) -> Result<PathBuf, Pi
             })
         };
     }
-    std::env::var_os("PATH")
+    let on_path = std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
         .map(|directory| directory.join(name))
-        .find(|path| is_executable(path))
-        .ok_or(PitrError::MissingBinary {
-            name,
-            searched: "on PATH".to_owned(),
-        })
+        .find(|path| is_executable(path));
+    // Debian keeps the server-side programs (pg_verifybackup, pg_ctl) off PATH, under
+    // /usr/lib/postgresql/<major>/bin: the newest major there.
+    let debian = || {
+        fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let major = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+                let path = entry.path().join("bin").join(name);
+                is_executable(&path).then_some((major, path))
+            })
+            .max_by_key(|(major, _)| *major)
+            .map(|(_, path)| path)
+    };
+    on_path.or_else(debian).ok_or(PitrError::MissingBinary {
+        name,
+        searched: "on PATH and in /usr/lib/postgresql/<major>/bin".to_owned(),
+    })
 }
 
 /// Runs a client program to completion; its standard error is the message of a failure.
@@ -1133,9 +1176,13 @@ mod tests {
             assert!(prepared.settings.contains(&line));
         }
         let start = &prepared.next_steps[1];
-        assert_eq!(
-            start.command_line(),
-            format!("pg_ctl -D {0} -l {0}/recovery.log start", data_dir.display())
+        // pg_ctl as found on PATH or under /usr/lib/postgresql, else by its name.
+        assert!(
+            start
+                .command_line()
+                .ends_with(&format!("pg_ctl -D {0} -l {0}/recovery.log start", data_dir.display())),
+            "{}",
+            start.command_line()
         );
 
         let again = prepare_recovery(&plan(root.path(), &base, &data_dir)).expect_err("not empty");
@@ -1189,6 +1236,7 @@ mod tests {
             base_backup: base.to_path_buf(),
             wal_archive: root.join("archive"),
             data_dir: data_dir.to_path_buf(),
+            port: None,
             target_time: FixedOffset::east_opt(3600)
                 .expect("an offset")
                 .with_ymd_and_hms(2026, 12, 1, 18, 0, 0)

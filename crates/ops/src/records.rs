@@ -4,6 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,7 @@ impl BackupDirectory {
         OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .and_then(|mut file| {
                 file.write_all(&line)?;
@@ -99,11 +101,14 @@ impl BackupDirectory {
         Ok(records)
     }
 
-    /// The backups whose latest verification succeeded.
+    /// The backups whose latest verification that ran to the end passed. A verification that
+    /// could not run (a missing key, an unreachable server) says nothing about the backup and
+    /// does not undo an earlier pass; one that found a mismatch does.
     pub fn verified(&self) -> Result<std::collections::BTreeSet<String>, BackupError> {
         let mut latest = std::collections::BTreeMap::new();
         for record in self.records()? {
             if record.kind == Kind::Verify
+                && record.outcome != Outcome::Failed
                 && let Some(backup) = record.backup
             {
                 latest.insert(backup, record.outcome == Outcome::Ok);

@@ -96,7 +96,7 @@ fn run(
     let target = config.target.redacted().to_owned();
     let refuse = || {
         BackupError::Refused(format!(
-            "{target} holds tables: restoring would mix two databases; pass --replace to replace its contents"
+            "{target} holds tables: restoring would mix two databases; pass --replace to restore over them"
         ))
     };
     let replaced = match backend {
@@ -124,7 +124,13 @@ fn run(
             has_tables
         }
         Backend::Sqlite => {
-            let file = Path::new(config.target.expose_connection_string());
+            let text = config.target.expose_connection_string();
+            if config.target.is_in_memory() || text.starts_with("file:") {
+                return Err(BackupError::Refused(format!(
+                    "{target} is not a plain SQLite file path: restore into a file named by its path"
+                )));
+            }
+            let file = Path::new(text);
             let has_tables = file.exists() && sql::has_tables(&mut crate::backup::open_sqlite(file)?)?;
             if has_tables && !replace {
                 return Err(refuse());

@@ -47,7 +47,8 @@ fn tables(connection: &mut DbConnection) -> QueryResult<Vec<(String, String)>> {
     let rows: Vec<TableName> = match connection.backend() {
         Backend::Postgres => diesel::sql_query(
             "SELECT schemaname::text AS schema, tablename::text AS name FROM pg_catalog.pg_tables \
-             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2",
+             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') \
+             AND schemaname NOT LIKE 'pg\\_temp\\_%' AND schemaname NOT LIKE 'pg\\_toast\\_temp\\_%' ORDER BY 1, 2",
         )
         .load(connection)?,
         Backend::Sqlite => diesel::sql_query(

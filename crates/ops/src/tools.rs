@@ -68,6 +68,27 @@ impl Tool {
                 .into_owned()
         });
         let _ = parsed.set_password(None);
+        // A password may also come as a query parameter: it goes the same way.
+        let mut query_password = None;
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter_map(|(key, value)| {
+                if key == "password" {
+                    query_password = Some(value.into_owned());
+                    None
+                } else {
+                    Some((key.into_owned(), value.into_owned()))
+                }
+            })
+            .collect();
+        if query_password.is_some() {
+            if pairs.is_empty() {
+                parsed.set_query(None);
+            } else {
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+        }
+        let password = password.or(query_password);
         let mut command = Command::new(&self.path);
         command.arg("--no-password").arg(format!("--dbname={parsed}"));
         if let Some(password) = password {

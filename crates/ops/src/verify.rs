@@ -263,10 +263,13 @@ fn verify_postgres(
 ) -> Result<(), BackupError> {
     let mut connection = database.get()?;
     let server_major = sql::server_major(&mut connection)?;
+    // The pid and the clock: a process that runs as pid 1 in every container still gets a
+    // name of its own.
     let name = format!(
-        "dbctl_verify_{}_{}",
+        "dbctl_verify_{}_{}_{}",
         manifest.id.to_ascii_lowercase(),
-        std::process::id()
+        std::process::id(),
+        Utc::now().timestamp_subsec_nanos()
     );
     connection
         .batch_execute(&format!(
@@ -321,6 +324,7 @@ fn verify_sqlite(
 ) -> Result<(), BackupError> {
     let scratch = tempfile::Builder::new()
         .prefix("dbctl-verify-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .map_err(|error| BackupError::io("cannot create a temporary directory".to_owned(), error))?;
     let copy_path = scratch.path().join("restored.sqlite3");
