@@ -362,35 +362,7 @@ fn migrate(json: bool, no_backup: bool) -> anyhow::Result<u8> {
     let report_value = migrator.run(&mut *database.get()?)?;
     let backup = report_value.before_applying.clone();
     let value = json!({ "backup": backup, "report": report_value });
-    report(json, &value, |out| {
-        if let Some(backup) = &backup {
-            writeln!(out, "before:          {backup}")?;
-        }
-        writeln!(out, "applied now:     {}", report_value.applied.len())?;
-        for applied in &report_value.applied {
-            writeln!(
-                out,
-                "                 {} ({} ms)",
-                applied.migration,
-                applied.duration.as_millis()
-            )?;
-        }
-        if !report_value.checksums_recorded.is_empty() {
-            writeln!(
-                out,
-                "checksums:       recorded for {} migrations applied outside the runner",
-                report_value.checksums_recorded.len()
-            )?;
-        }
-        writeln!(
-            out,
-            "schema version:  {}",
-            report_value.version.as_ref().map_or_else(
-                || "none".to_owned(),
-                |migration| format!("{} ({})", migration.version, migration.name)
-            )
-        )
-    })?;
+    report(json, &value, |out| write!(out, "{report_value}"))?;
     Ok(0)
 }
 
@@ -615,14 +587,13 @@ fn prune(json: bool, dry_run: bool) -> anyhow::Result<u8> {
                 ops::offsite::delete(config, &ops::backup::offsite_keys(config, manifest))?;
             }
         }
-        directory.append_record(&ops::records::Record {
-            at: chrono::Utc::now(),
-            kind: ops::records::Kind::Prune,
-            backup: None,
-            outcome: ops::records::Outcome::Ok,
-            duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
-            detail: Some(format!("removed {} of {} backups", removed.len(), plan.len())),
-        })?;
+        directory.append_record(&ops::records::Record::finished(
+            ops::records::Kind::Prune,
+            None,
+            ops::records::Outcome::Ok,
+            start,
+            Some(format!("removed {} of {} backups", removed.len(), plan.len())),
+        ))?;
     }
     let value = json!({ "dry_run": dry_run, "policy": settings.retention, "decisions": plan });
     report(json, &value, |out| {

@@ -168,13 +168,7 @@ impl Catalog {
     pub fn digest(&self) -> String {
         use sha2::Digest as _;
         let canonical = serde_json::to_vec(self).expect("a catalog is plain data and always serialises");
-        sha2::Sha256::digest(&canonical)
-            .iter()
-            .fold(String::with_capacity(64), |mut text, byte| {
-                use std::fmt::Write as _;
-                let _ = write!(text, "{byte:02x}");
-                text
-            })
+        format!("{:x}", sha2::Sha256::digest(&canonical))
     }
 }
 

@@ -172,12 +172,7 @@ impl<DB: DieselBackend> Migration<DB> for SqlMigration {
 pub fn checksum(sql: &str) -> String {
     let text = sql.strip_prefix('\u{feff}').unwrap_or(sql);
     let normalised = text.replace("\r\n", "\n").replace('\r', "\n");
-    let digest = Sha256::digest(normalised.as_bytes());
-    digest.iter().fold(String::with_capacity(64), |mut hex, byte| {
-        use std::fmt::Write as _;
-        let _ = write!(hex, "{byte:02x}");
-        hex
-    })
+    format!("{:x}", Sha256::digest(normalised.as_bytes()))
 }
 
 /// The version diesel records for a migration folder name: the part before the first `_`,

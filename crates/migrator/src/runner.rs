@@ -140,6 +140,35 @@ pub struct MigrationReport {
     pub before_applying: Option<String>,
 }
 
+/// The report as the seed and `dbctl migrate` print it, one `label:  value` line per fact.
+impl std::fmt::Display for MigrationReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(done) = &self.before_applying {
+            writeln!(f, "before:          {done}")?;
+        }
+        writeln!(f, "applied now:     {}", self.applied.len())?;
+        for applied in &self.applied {
+            writeln!(
+                f,
+                "                 {} ({} ms)",
+                applied.migration,
+                applied.duration.as_millis()
+            )?;
+        }
+        if !self.checksums_recorded.is_empty() {
+            writeln!(
+                f,
+                "checksums:       recorded for {} migrations applied outside the runner",
+                self.checksums_recorded.len()
+            )?;
+        }
+        match &self.version {
+            Some(migration) => writeln!(f, "schema version:  {} ({})", migration.version, migration.name),
+            None => writeln!(f, "schema version:  none"),
+        }
+    }
+}
+
 /// A recorded checksum that no longer matches the migration's file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ChecksumMismatch {

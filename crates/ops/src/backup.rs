@@ -37,14 +37,13 @@ pub fn backup(database: &Database, settings: &BackupSettings) -> Result<Manifest
     let directory = BackupDirectory::new(&settings.directory);
     let start = Instant::now();
     let result = take(database, settings, &directory);
-    let record = Record {
-        at: Utc::now(),
-        kind: Kind::Backup,
-        backup: result.as_ref().ok().map(|manifest| manifest.id.clone()),
-        outcome: if result.is_ok() { Outcome::Ok } else { Outcome::Failed },
-        duration_ms: elapsed_ms(start),
-        detail: result.as_ref().err().map(ToString::to_string),
-    };
+    let record = Record::finished(
+        Kind::Backup,
+        result.as_ref().ok().map(|manifest| manifest.id.clone()),
+        if result.is_ok() { Outcome::Ok } else { Outcome::Failed },
+        start,
+        result.as_ref().err().map(ToString::to_string),
+    );
     if let Err(error) = directory.append_record(&record) {
         tracing::error!(%error, "cannot record the backup run");
         if result.is_ok() {
@@ -318,13 +317,12 @@ pub fn copy_offsite(
     let file = directory.file(&manifest.file.name);
     let manifest_file = directory.manifest_path(&manifest.id);
     let result = crate::offsite::upload(config, &[file.as_path(), manifest_file.as_path()]).map_err(BackupError::from);
-    directory.append_record(&Record {
-        at: Utc::now(),
-        kind: Kind::Offsite,
-        backup: Some(manifest.id.clone()),
-        outcome: if result.is_ok() { Outcome::Ok } else { Outcome::Failed },
-        duration_ms: elapsed_ms(start),
-        detail: Some(match &result {
+    directory.append_record(&Record::finished(
+        Kind::Offsite,
+        Some(manifest.id.clone()),
+        if result.is_ok() { Outcome::Ok } else { Outcome::Failed },
+        start,
+        Some(match &result {
             Ok(uploaded) => uploaded
                 .iter()
                 .map(|copy| copy.key.as_str())
@@ -332,7 +330,7 @@ pub fn copy_offsite(
                 .join(", "),
             Err(error) => error.to_string(),
         }),
-    })?;
+    ))?;
     if let Ok(uploaded) = &result {
         tracing::info!(backup = %manifest.id, copies = uploaded.len(), "copied off-site and checked");
     }

@@ -111,7 +111,7 @@ impl<W: Write> HashingWriter<W> {
     /// The inner writer, the bytes written and their SHA-256 (lower-case hex).
     pub fn finish(self) -> (W, u64, String) {
         use sha2::Digest as _;
-        (self.inner, self.written, hex(&self.hasher.finalize()))
+        (self.inner, self.written, format!("{:x}", self.hasher.finalize()))
     }
 }
 
@@ -136,18 +136,6 @@ pub fn file_digest(path: &Path) -> io::Result<(u64, String)> {
     io::copy(&mut file, &mut writer)?;
     let (_, size, digest) = writer.finish();
     Ok((size, digest))
-}
-
-/// Lower-case hex of `bytes`.
-#[must_use]
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut text, byte| {
-            let _ = write!(text, "{byte:02x}");
-            text
-        })
 }
 
 #[cfg(test)]

@@ -48,8 +48,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, SecondsFormat, TimeDelta};
-use percent_encoding::percent_decode_str;
-use url::Url;
 
 const PG_BASEBACKUP: &str = "pg_basebackup";
 const PG_CTL: &str = "pg_ctl";
@@ -567,38 +565,9 @@ fn next_steps(data_dir: &str, port: Option<u16>) -> Vec<NextStep> {
 
 /// Splits a `postgres://` URL into the URL without a password and the password, percent-decoded.
 fn split_password(connection_url: &str) -> Result<(String, Option<String>), PitrError> {
-    let invalid = |reason: &str| PitrError::InvalidConnectionUrl {
+    crate::tools::split_password(connection_url).map_err(|reason| PitrError::InvalidConnectionUrl {
         reason: reason.to_owned(),
-    };
-    // The parser's own message is not kept: it could quote part of the URL.
-    let mut url = Url::parse(connection_url).map_err(|_| invalid("it is not a url"))?;
-    if !matches!(url.scheme(), "postgres" | "postgresql") {
-        return Err(invalid("the scheme must be postgres:// or postgresql://"));
-    }
-    let decode = |text: &str| {
-        percent_decode_str(text)
-            .decode_utf8()
-            .map(std::borrow::Cow::into_owned)
-            .map_err(|_| invalid("the password is not utf-8 once percent-decoded"))
-    };
-    let mut password = url.password().map(decode).transpose()?;
-    if password.is_some() {
-        url.set_password(None)
-            .map_err(|()| invalid("the password cannot be removed from it"))?;
-    }
-    if let Some(query) = url.query().map(str::to_owned) {
-        let mut kept = Vec::new();
-        for pair in query.split('&') {
-            match pair.split_once('=') {
-                Some(("password", value)) => password = Some(decode(value)?),
-                _ if pair == "password" => password = Some(String::new()),
-                _ => kept.push(pair),
-            }
-        }
-        let kept = kept.join("&");
-        url.set_query((!kept.is_empty()).then_some(kept.as_str()));
-    }
-    Ok((url.into(), password))
+    })
 }
 
 /// The program in `bin_dir`, or on `PATH`.

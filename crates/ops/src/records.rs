@@ -60,6 +60,27 @@ pub struct Record {
     pub detail: Option<String>,
 }
 
+impl Record {
+    /// A record of a run that started at `start` and finished now.
+    #[must_use]
+    pub fn finished(
+        kind: Kind,
+        backup: Option<String>,
+        outcome: Outcome,
+        start: std::time::Instant,
+        detail: Option<String>,
+    ) -> Self {
+        Self {
+            at: Utc::now(),
+            kind,
+            backup,
+            outcome,
+            duration_ms: crate::elapsed_ms(start),
+            detail,
+        }
+    }
+}
+
 impl BackupDirectory {
     /// Appends `record` to the record of runs and syncs it.
     pub fn append_record(&self, record: &Record) -> Result<(), BackupError> {

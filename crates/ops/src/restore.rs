@@ -7,7 +7,6 @@ use std::io;
 use std::path::Path;
 use std::time::Instant;
 
-use chrono::Utc;
 use database::config::SessionSettings;
 use database::connection::ConnectionManager;
 use database::{Backend, DatabaseConfig, DbConnection};
@@ -47,17 +46,16 @@ pub fn restore(
     let start = Instant::now();
     let manifest = directory.find(id)?;
     let result = run(config, settings, &directory, &manifest, replace);
-    directory.append_record(&Record {
-        at: Utc::now(),
-        kind: Kind::Restore,
-        backup: Some(manifest.id.clone()),
-        outcome: if result.is_ok() { Outcome::Ok } else { Outcome::Failed },
-        duration_ms: elapsed_ms(start),
-        detail: Some(match &result {
+    directory.append_record(&Record::finished(
+        Kind::Restore,
+        Some(manifest.id.clone()),
+        if result.is_ok() { Outcome::Ok } else { Outcome::Failed },
+        start,
+        Some(match &result {
             Ok(report) => format!("into {}", report.target),
             Err(error) => error.to_string(),
         }),
-    })?;
+    ))?;
     result
 }
 

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 
+use percent_encoding::percent_decode_str;
+
 use crate::BackupError;
 
 /// A PostgreSQL client tool, found and checked.
@@ -59,43 +61,53 @@ impl Tool {
     /// A command for this tool connected to `url`: the URL without its password goes in
     /// `--dbname`, and the password in `PGPASSWORD`, so it is not in the process list.
     pub(crate) fn command(&self, url: &str) -> Result<Command, BackupError> {
-        let mut parsed = url::Url::parse(url).map_err(|error| {
-            BackupError::Settings(format!("the PostgreSQL connection string is not a URL: {error}"))
+        let (url, password) = split_password(url).map_err(|reason| {
+            BackupError::Settings(format!("the PostgreSQL connection string cannot be used: {reason}"))
         })?;
-        let password = parsed.password().map(|password| {
-            percent_encoding::percent_decode_str(password)
-                .decode_utf8_lossy()
-                .into_owned()
-        });
-        let _ = parsed.set_password(None);
-        // A password may also come as a query parameter: it goes the same way.
-        let mut query_password = None;
-        let pairs: Vec<(String, String)> = parsed
-            .query_pairs()
-            .filter_map(|(key, value)| {
-                if key == "password" {
-                    query_password = Some(value.into_owned());
-                    None
-                } else {
-                    Some((key.into_owned(), value.into_owned()))
-                }
-            })
-            .collect();
-        if query_password.is_some() {
-            if pairs.is_empty() {
-                parsed.set_query(None);
-            } else {
-                parsed.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-        }
-        let password = password.or(query_password);
         let mut command = Command::new(&self.path);
-        command.arg("--no-password").arg(format!("--dbname={parsed}"));
+        command.arg("--no-password").arg(format!("--dbname={url}"));
         if let Some(password) = password {
             command.env("PGPASSWORD", password);
         }
         Ok(command)
     }
+}
+
+/// Splits a `postgres://` URL into the URL without its password (in the user info or a
+/// `password` query parameter) and that password, percent-decoded: the password then goes to a
+/// client tool in `PGPASSWORD`, never on its command line. The error is a reason that quotes no
+/// part of the URL.
+pub(crate) fn split_password(connection_url: &str) -> Result<(String, Option<String>), &'static str> {
+    let invalid = |reason: &'static str| reason;
+    // The parser's own message is not kept: it could quote part of the URL.
+    let mut url = url::Url::parse(connection_url).map_err(|_| invalid("it is not a url"))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(invalid("the scheme must be postgres:// or postgresql://"));
+    }
+    let decode = |text: &str| {
+        percent_decode_str(text)
+            .decode_utf8()
+            .map(std::borrow::Cow::into_owned)
+            .map_err(|_| invalid("the password is not utf-8 once percent-decoded"))
+    };
+    let mut password = url.password().map(decode).transpose()?;
+    if password.is_some() {
+        url.set_password(None)
+            .map_err(|()| invalid("the password cannot be removed from it"))?;
+    }
+    if let Some(query) = url.query().map(str::to_owned) {
+        let mut kept = Vec::new();
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some(("password", value)) => password = Some(decode(value)?),
+                _ if pair == "password" => password = Some(String::new()),
+                _ => kept.push(pair),
+            }
+        }
+        let kept = kept.join("&");
+        url.set_query((!kept.is_empty()).then_some(kept.as_str()));
+    }
+    Ok((url.into(), password))
 }
 
 /// The major version in `pg_dump (PostgreSQL) 15.19 …` or `… 16beta1`.

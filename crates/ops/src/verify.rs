@@ -39,6 +39,14 @@ pub enum CheckOutcome {
     NotRun,
 }
 
+impl CheckOutcome {
+    /// `Passed` when the copy matched, `Failed` otherwise.
+    #[must_use]
+    pub fn of(passed: bool) -> Self {
+        if passed { Self::Passed } else { Self::Failed }
+    }
+}
+
 /// One check of a verification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
@@ -107,14 +115,13 @@ pub fn verify(database: &Database, settings: &BackupSettings, id: Option<&str>) 
         ),
         Err(error) => (Outcome::Failed, Some(error.to_string())),
     };
-    directory.append_record(&Record {
-        at: Utc::now(),
-        kind: Kind::Verify,
-        backup: Some(manifest.id.clone()),
+    directory.append_record(&Record::finished(
+        Kind::Verify,
+        Some(manifest.id.clone()),
         outcome,
-        duration_ms: elapsed_ms(start),
+        start,
         detail,
-    })?;
+    ))?;
     result
 }
 
@@ -164,11 +171,7 @@ pub(crate) fn file_check(path: &Path, manifest: &Manifest) -> Result<Check, Back
     let matches = size == manifest.file.size && sha256 == manifest.file.sha256;
     Ok(Check {
         name: "file".to_owned(),
-        outcome: if matches {
-            CheckOutcome::Passed
-        } else {
-            CheckOutcome::Failed
-        },
+        outcome: CheckOutcome::of(matches),
         detail: if matches {
             format!("{size} bytes, sha256 {}", &sha256[..16])
         } else {
@@ -352,7 +355,7 @@ fn verify_sqlite(
     compare(&mut copy, manifest, checks)?;
     checks.push(Check {
         name: "integrity (integrity_check)".to_owned(),
-        outcome: if ok { CheckOutcome::Passed } else { CheckOutcome::Failed },
+        outcome: CheckOutcome::of(ok),
         detail: if ok {
             "ok".to_owned()
         } else {
@@ -398,11 +401,7 @@ fn compare(copy: &mut DbConnection, manifest: &Manifest, checks: &mut Vec<Check>
     let total: u64 = counts.values().sum();
     checks.push(Check {
         name: "row counts".to_owned(),
-        outcome: if differences.is_empty() {
-            CheckOutcome::Passed
-        } else {
-            CheckOutcome::Failed
-        },
+        outcome: CheckOutcome::of(differences.is_empty()),
         detail: if differences.is_empty() {
             format!("{} tables, {total} rows, as in the manifest", counts.len())
         } else {
@@ -412,11 +411,7 @@ fn compare(copy: &mut DbConnection, manifest: &Manifest, checks: &mut Vec<Check>
     let digest = sql::schema_digest(copy)?;
     checks.push(Check {
         name: "schema digest".to_owned(),
-        outcome: if digest == manifest.schema_digest {
-            CheckOutcome::Passed
-        } else {
-            CheckOutcome::Failed
-        },
+        outcome: CheckOutcome::of(digest == manifest.schema_digest),
         detail: if digest == manifest.schema_digest {
             digest[..16].to_owned()
         } else {
@@ -426,11 +421,7 @@ fn compare(copy: &mut DbConnection, manifest: &Manifest, checks: &mut Vec<Check>
     let migrations = sql::applied_migrations(copy)?;
     checks.push(Check {
         name: "migration history".to_owned(),
-        outcome: if migrations == manifest.migrations {
-            CheckOutcome::Passed
-        } else {
-            CheckOutcome::Failed
-        },
+        outcome: CheckOutcome::of(migrations == manifest.migrations),
         detail: if migrations == manifest.migrations {
             format!(
                 "{} applied, head {}",
@@ -492,11 +483,7 @@ fn amcheck(copy: &mut DbConnection) -> Check {
     }
     Check {
         name,
-        outcome: if failures.is_empty() {
-            CheckOutcome::Passed
-        } else {
-            CheckOutcome::Failed
-        },
+        outcome: CheckOutcome::of(failures.is_empty()),
         detail: if failures.is_empty() {
             format!("{} B-tree indexes checked against their tables", indexes.len())
         } else {

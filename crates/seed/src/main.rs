@@ -92,30 +92,7 @@ fn run(options: &Options) -> anyhow::Result<ExitCode> {
     )?;
 
     let report = database.migrate()?;
-    writeln!(out, "applied now:     {}", report.applied.len())?;
-    for applied in &report.applied {
-        writeln!(
-            out,
-            "                 {} ({} ms)",
-            applied.migration,
-            applied.duration.as_millis()
-        )?;
-    }
-    if !report.checksums_recorded.is_empty() {
-        writeln!(
-            out,
-            "checksums:       recorded for {} migrations applied outside the runner",
-            report.checksums_recorded.len()
-        )?;
-    }
-    writeln!(
-        out,
-        "schema version:  {}",
-        report.version.map_or_else(
-            || "none".to_owned(),
-            |migration| format!("{} ({})", migration.version, migration.name)
-        )
-    )?;
+    write!(out, "{report}")?;
 
     let mut connection = database.get()?;
     // Hashed once per run (argon2id is slow on purpose); every seed user gets this hash.
