@@ -1,6 +1,7 @@
 //! `AttendanceRepository` and the unit of work, on both backends: check-in and check-out rules,
 //! concurrency, scopes, daily totals computed in SQL, joins in one query, transactions.
 
+use domain::AuditContext;
 use migrator::Migrate as _;
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
@@ -339,7 +340,7 @@ fn unit_of_work(database: &TestDb) {
     // Commit: a user and a check-in, together.
     let mut created: Option<User> = None;
     store
-        .transaction(&mut |repositories: &dyn Repositories| {
+        .transaction(&AuditContext::unattributed(), &mut |repositories: &dyn Repositories| {
             let user = repositories.users().create(new_user("ann@example.com"))?;
             repositories.attendance().check_in(CheckIn {
                 user_id: user.id,
@@ -354,7 +355,7 @@ fn unit_of_work(database: &TestDb) {
 
     // Roll back: the first write is undone when a later step fails.
     let error = store
-        .transaction(&mut |repositories: &dyn Repositories| {
+        .transaction(&AuditContext::unattributed(), &mut |repositories: &dyn Repositories| {
             repositories.users().create(new_user("bob@example.com"))?;
             repositories.users().soft_delete(ann.id)?; // a transaction of its own inside: a savepoint
             repositories.attendance().check_in(CheckIn {
@@ -476,7 +477,7 @@ fn check_in_races_deletion(database: &TestDb) {
     let deleter = {
         let (store, deleting) = (store.clone(), Arc::clone(&deleting));
         std::thread::spawn(move || {
-            store.transaction(&mut |repositories: &dyn Repositories| {
+            store.transaction(&AuditContext::unattributed(), &mut |repositories: &dyn Repositories| {
                 repositories.users().soft_delete(ann.id)?;
                 deleting.wait(); // the deletion is written, not committed
                 std::thread::sleep(std::time::Duration::from_millis(300));

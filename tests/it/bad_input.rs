@@ -14,7 +14,7 @@ use repo_diesel::Backend;
 use repo_diesel::repositories::DieselStore;
 use test_fixtures::TestDb;
 
-use crate::support::{conformance, password_hash};
+use crate::support::{conformance, count_rows, password_hash};
 
 fn store(database: &TestDb, tune: impl FnOnce(&mut repo_diesel::DatabaseConfig)) -> DieselStore {
     let mut config = database.config();
@@ -55,8 +55,9 @@ fn check(case: &str, outcome: Result<(), RepoError>, expected: &Expect) {
     assert!(matches, "{case}: expected {expected:?}, got {error:?}");
 }
 
-/// Every row of both tables, every column: what "the database is unchanged" compares.
-fn snapshot(store: &DieselStore) -> (Vec<domain::User>, Vec<domain::Attendance>) {
+/// Every row of both tables, every column, and the number of audit entries: what "the database
+/// is unchanged" compares (a refused operation leaves no audit entry either).
+fn snapshot(store: &DieselStore) -> (Vec<domain::User>, Vec<domain::Attendance>, i64) {
     let all = PageRequest::new(1, repo::MAX_PAGE_SIZE).expect("valid");
     let users = store
         .users()
@@ -74,7 +75,12 @@ fn snapshot(store: &DieselStore) -> (Vec<domain::User>, Vec<domain::Attendance>)
         .list_with_user(Scope::WithDeleted, all)
         .expect("attendance")
         .items;
-    (users, attendance.into_iter().map(|item| item.attendance).collect())
+    let entries = count_rows(&mut store.database().get().expect("a connection"), "audit_log");
+    (
+        users,
+        attendance.into_iter().map(|item| item.attendance).collect(),
+        entries,
+    )
 }
 
 conformance!(bad_input_gets_a_typed_error_and_changes_nothing, bad_input);

@@ -67,6 +67,17 @@ impl PrivateCluster {
     /// As [`Self::start`] does, and when a value holds a line break.
     #[must_use]
     pub fn start_with_settings(settings: &[(&str, &str)]) -> Self {
+        Self::start_prepared(settings, |_| {})
+    }
+
+    /// As [`Self::start_with_settings`], and `prepare` may write files into the new data
+    /// directory before the first start (a `pg_hba.conf`, certificates): they are handed to
+    /// `postgres` with the rest, keeping the modes `prepare` gave them.
+    ///
+    /// # Panics
+    /// As [`Self::start_with_settings`].
+    #[must_use]
+    pub fn start_prepared(settings: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Self {
         let directory = Self::scratch_directory();
         let data = directory.path().join("data");
         let cluster = Self {
@@ -90,7 +101,15 @@ impl PrivateCluster {
             }
             std::fs::write(&conf_path, conf).expect("write postgresql.conf");
         }
+        prepare(&cluster.data);
+        hand_to_postgres(&cluster.data);
         cluster.first_start()
+    }
+
+    /// The server's port on 127.0.0.1.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Starts a server on `data`, a data directory made elsewhere inside `directory` (for example

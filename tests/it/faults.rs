@@ -3,6 +3,7 @@
 //! pool recovers when the server ends every connection, a full disk is `StorageFull` and keeps
 //! what was acknowledged, and errors keep their types (but one) under German server messages.
 
+use domain::AuditContext;
 use migrator::Migrate as _;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -73,7 +74,8 @@ fn a_commit_that_fails_in_a_deferred_trigger_is_an_error() {
     let Some(database) = TestDb::postgres_migrated() else {
         return;
     };
-    let mut connection = database.connect();
+    // The trigger is a schema change: the owner's. The application's login runs the writes.
+    let mut connection = database.connect_as_owner();
     connection
         .batch_execute(
             "CREATE FUNCTION test_fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -88,16 +90,19 @@ fn a_commit_that_fails_in_a_deferred_trigger_is_an_error() {
     let store = DieselStore::new(Arc::new(database.database()));
     let service = AttendanceService::new(store.clone());
     let user = service
-        .register(&RegisterUser {
-            email: "deferred@example.com".into(),
-            full_name: "Deferred Trigger".into(),
-            password: test_fixtures::DEFAULT_PASSWORD.into(),
-        })
+        .register(
+            &AuditContext::unattributed(),
+            &RegisterUser {
+                email: "deferred@example.com".into(),
+                full_name: "Deferred Trigger".into(),
+                password: test_fixtures::DEFAULT_PASSWORD.into(),
+            },
+        )
         .expect("register a user (no trigger on users)");
 
-    let through_the_service = service.check_in(user.id, domain::time::now());
+    let through_the_service = service.check_in(&AuditContext::unattributed(), user.id, domain::time::now());
     let rows_after_the_service = attendance_rows_of(&mut connection, user.id);
-    let through_the_unit_of_work = store.transact(|repositories| {
+    let through_the_unit_of_work = store.transact(&AuditContext::unattributed(), |repositories| {
         repositories.attendance().check_in(CheckIn {
             user_id: user.id,
             at: domain::time::now(),
@@ -380,7 +385,10 @@ fn register_writers_users(service: &AttendanceService<DieselStore>) -> Vec<Vec<U
                         full_name: format!("Writer {thread} User {user}"),
                         password: test_fixtures::DEFAULT_PASSWORD.into(),
                     };
-                    service.register(&input).expect("register a writer's user").id
+                    service
+                        .register(&AuditContext::unattributed(), &input)
+                        .expect("register a writer's user")
+                        .id
                 })
                 .collect()
         })
@@ -609,9 +617,9 @@ fn write_until_stopped(
         let checking_in = state == UserState::Closed;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             if checking_in {
-                service.check_in(user_id, domain::time::now())
+                service.check_in(&AuditContext::unattributed(), user_id, domain::time::now())
             } else {
-                service.check_out(user_id, domain::time::now())
+                service.check_out(&AuditContext::unattributed(), user_id, domain::time::now())
             }
         }));
         states[slot] = match outcome {
@@ -711,6 +719,7 @@ fn service_error_kind(error: &ServiceError) -> &'static str {
         ServiceError::Repo(error) => repo_error_kind(error),
         ServiceError::Inactive(_) => "service inactive",
         ServiceError::WrongPassword => "service wrong_password",
+        ServiceError::InvalidCredentials => "service invalid_credentials",
     }
 }
 
@@ -896,7 +905,7 @@ fn a_full_disk_on_postgres_is_storage_full_and_keeps_the_data() {
         })
         .collect();
 
-    let in_a_unit_of_work = store.transact(|repositories| {
+    let in_a_unit_of_work = store.transact(&AuditContext::unattributed(), |repositories| {
         for index in 0..MAX_CREATES {
             repositories.users().create(new_user(
                 &format!("full-disk-transaction-{index}@example.com"),

@@ -3,6 +3,7 @@
 //! server; none fails the PostgreSQL tests). `faults` runs PostgreSQL clusters of its own.
 
 mod attendance;
+mod audit;
 mod bad_input;
 mod cluster;
 mod constraints;
@@ -15,6 +16,7 @@ mod plans;
 mod pool;
 mod schema;
 mod search;
+mod security;
 mod service;
 mod support;
 mod transactions;

@@ -120,8 +120,12 @@ fn catalog_sensitivity(database: &TestDb) {
 
 /// Objects only PostgreSQL has, each by name (its facts, and those of everything on it, are
 /// left out of the comparison): the trigram index of substring search
-/// (`2026-12-01-000310_search_indexes_build`).
-const POSTGRES_ONLY: &[&str] = &["index idx_users_lower_email_lower_full_name_trgm"];
+/// (`2026-12-01-000310_search_indexes_build`), and the trigger that refuses `TRUNCATE` of the
+/// audit log (SQLite has no `TRUNCATE`; `2026-12-07-000100_create_audit_log`).
+const POSTGRES_ONLY: &[&str] = &[
+    "index idx_users_lower_email_lower_full_name_trgm",
+    "trigger trg_audit_log_no_truncate",
+];
 
 /// Objects only SQLite has, each by name: its index of substring search, an FTS5 table with the
 /// key table that ties it to users and the triggers that keep it in step
@@ -133,6 +137,9 @@ const SQLITE_ONLY: &[&str] = &[
     "trigger trg_users_search_delete",
     "trigger trg_users_search_insert",
     "trigger trg_users_search_update",
+    // The audit log's retention purge opens this gate inside its own transaction; PostgreSQL
+    // uses a transaction-local setting instead (`2026-12-07-000100_create_audit_log`).
+    "table audit_log_purge_gate",
 ];
 
 /// Both trees build the same logical schema after every migration, not only at the end: tables,
@@ -235,6 +242,9 @@ fn logical(catalog: &Catalog, backend: Backend) -> BTreeMap<String, [String; 2]>
                 (Backend::Postgres, "uuid") | (Backend::Sqlite, "BLOB") => "uuid (BLOB on sqlite)",
                 (Backend::Postgres, "boolean") | (Backend::Sqlite, "INTEGER") => "boolean (INTEGER on sqlite)",
                 (Backend::Postgres, "timestamp with time zone") => "timestamp (TEXT on sqlite)",
+                // SQLite keeps JSON in TEXT columns that json_valid checks, named *_values.
+                (Backend::Postgres, "jsonb") => "json (TEXT on sqlite)",
+                (Backend::Sqlite, "TEXT") if column.name.ends_with("_values") => "json (TEXT on sqlite)",
                 // SQLite keeps timestamps in TEXT columns, which the schema names *_at or *_time.
                 (Backend::Sqlite, "TEXT") if column.name.ends_with("_at") || column.name.ends_with("_time") => {
                     "timestamp (TEXT on sqlite)"

@@ -643,7 +643,7 @@ fn eight_processes_migrate_an_empty_postgres_database_at_once() {
         ),
     ]);
     let directory = write_set(set.migrations());
-    let outputs = race(8, database.target().expose_connection_string(), directory.path());
+    let outputs = race(8, &database.target().expose_connection_string(), directory.path());
     applied_once_each(&outputs, &set);
 
     let mut connection = database.connect();
@@ -679,7 +679,7 @@ fn eight_processes_migrate_an_empty_sqlite_database_at_once() {
         ),
     ]);
     let directory = write_set(set.migrations());
-    let outputs = race(8, database.target().expose_connection_string(), directory.path());
+    let outputs = race(8, &database.target().expose_connection_string(), directory.path());
     applied_once_each(&outputs, &set);
     let mut connection = database.connect();
     let status = Migrator::new(set, MigrationSettings::default())

@@ -4,6 +4,7 @@
 //! fails on a sequential scan of `users` or `attendance`, on a sort of a large part of a table,
 //! or on a plan that reads and discards a large part of one.
 
+use domain::AuditContext;
 use migrator::Migrate as _;
 use std::sync::Arc;
 
@@ -287,7 +288,7 @@ fn run_every_operation(store: &DieselStore, sampled: &Sampled, run: usize) {
         .purge_deleted_before(DateTime::from_timestamp(0, 0).expect("epoch"))
         .expect("purge none");
     store
-        .transact(|repositories: &dyn Repositories| {
+        .transact(&AuditContext::unattributed(), |repositories: &dyn Repositories| {
             repositories.users().get(user.id, Scope::Live)?;
             repositories.attendance().list_for_user(user.id, range, Scope::Live)
         })

@@ -491,7 +491,7 @@ fn a_pooler_that_refuses_startup_options_gets_the_settings_by_query() {
     let pooler = RefusingPooler::start(upstream);
 
     // The test database's own password, if it has one (a container's does), percent-encoded.
-    let password = url::Url::parse(database.target().expose_connection_string())
+    let password = url::Url::parse(&database.target().expose_connection_string())
         .ok()
         .and_then(|url| url.password().map(|password| format!(":{password}")))
         .unwrap_or_default();

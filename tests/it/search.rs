@@ -413,7 +413,7 @@ fn rows_written_without_the_applications_lower_are_found_on_sqlite() {
     let repository = repository(&database);
     // The sqlite3 shell's lower() folds ASCII only, and it registers no functions of ours: the
     // index must not depend on the writer's lower().
-    let mut shell = SqliteConnection::establish(database.target().expose_connection_string()).expect("open");
+    let mut shell = SqliteConnection::establish(&database.target().expose_connection_string()).expect("open");
     shell
         .batch_execute(
             "INSERT INTO users (id, email, full_name, hashed_password)

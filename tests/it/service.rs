@@ -1,6 +1,7 @@
 //! The service layer on the real diesel repositories, on both backends: the same operations its
 //! unit tests drive through mocks, so the mocks cannot drift from what the database does.
 
+use domain::AuditContext;
 use migrator::Migrate as _;
 use std::sync::Arc;
 
@@ -29,21 +30,33 @@ fn service_flow(database: &TestDb) {
     let store = DieselStore::new(Arc::new(pool));
     let service = AttendanceService::new(store.clone());
 
-    let ann = service.register(&registration("Ann@Example.com")).expect("register");
+    let ann = service
+        .register(&AuditContext::unattributed(), &registration("Ann@Example.com"))
+        .expect("register");
     assert_eq!(ann.email.as_str(), "ann@example.com");
     let duplicate = service
-        .register(&registration("ann@example.com"))
+        .register(&AuditContext::unattributed(), &registration("ann@example.com"))
         .expect_err("duplicate");
     assert!(
         matches!(&duplicate, ServiceError::Repo(RepoError::Conflict { constraint, .. }) if constraint == "uq_users_email")
     );
 
     assert_eq!(
-        service.change_password(ann.id, "wrong horse", "new horse battery"),
+        service.change_password(
+            &AuditContext::unattributed(),
+            ann.id,
+            "wrong horse",
+            "new horse battery"
+        ),
         Err(ServiceError::WrongPassword)
     );
     service
-        .change_password(ann.id, "correct horse", "new horse battery")
+        .change_password(
+            &AuditContext::unattributed(),
+            ann.id,
+            "correct horse",
+            "new horse battery",
+        )
         .expect("changed");
     let stored = store.users().get(ann.id, Scope::Live).expect("stored");
     assert!(
@@ -53,34 +66,45 @@ fn service_flow(database: &TestDb) {
     );
 
     let morning = domain::time::now() - TimeDelta::hours(9);
-    service.check_in(ann.id, morning).expect("check in");
+    service
+        .check_in(&AuditContext::unattributed(), ann.id, morning)
+        .expect("check in");
     let second = service
-        .check_in(ann.id, morning + TimeDelta::minutes(5))
+        .check_in(&AuditContext::unattributed(), ann.id, morning + TimeDelta::minutes(5))
         .expect_err("second open check-in");
     assert!(
         matches!(second, ServiceError::Repo(RepoError::Conflict { .. })),
         "{second}"
     );
     service
-        .check_out(ann.id, morning + TimeDelta::hours(8))
+        .check_out(&AuditContext::unattributed(), ann.id, morning + TimeDelta::hours(8))
         .expect("check out");
 
-    service.deactivate(ann.id).expect("deactivate");
+    service
+        .deactivate(&AuditContext::unattributed(), ann.id)
+        .expect("deactivate");
     assert_eq!(
-        service.check_in(ann.id, domain::time::now()),
+        service.check_in(&AuditContext::unattributed(), ann.id, domain::time::now()),
         Err(ServiceError::Inactive(ann.id))
     );
-    service.reactivate(ann.id).expect("reactivate");
+    service
+        .reactivate(&AuditContext::unattributed(), ann.id)
+        .expect("reactivate");
 
-    service.delete(ann.id).expect("delete");
+    service.delete(&AuditContext::unattributed(), ann.id).expect("delete");
     assert!(matches!(
-        service.check_in(ann.id, domain::time::now()),
+        service.check_in(&AuditContext::unattributed(), ann.id, domain::time::now()),
         Err(ServiceError::Repo(RepoError::NotFound { .. }))
     ));
-    service.restore(ann.id).expect("restore");
+    service.restore(&AuditContext::unattributed(), ann.id).expect("restore");
 
     let report = service
-        .working_hours(ann.id, morning - TimeDelta::hours(1), domain::time::now())
+        .working_hours(
+            &AuditContext::unattributed(),
+            ann.id,
+            morning - TimeDelta::hours(1),
+            domain::time::now(),
+        )
         .expect("report");
     assert_eq!(report.total_seconds, 8 * 3600, "{report:?}");
     assert_eq!(report.days.len(), 1);

@@ -175,6 +175,7 @@ pub fn count_rows(connection: &mut DbConnection, table: &str) -> i64 {
     let sql = match table {
         "users" => "SELECT count(*) AS count FROM users",
         "attendance" => "SELECT count(*) AS count FROM attendance",
+        "audit_log" => "SELECT count(*) AS count FROM audit_log",
         other => panic!("no count query for table {other}"),
     };
     diesel::sql_query(sql)

@@ -3,6 +3,7 @@
 //! concurrent writers and skewed clocks, and hostile instants, searches and a full database get
 //! typed errors.
 
+use domain::AuditContext;
 use migrator::Migrate as _;
 use std::io::Write as _;
 use std::sync::{Arc, Barrier};
@@ -32,7 +33,7 @@ fn carries_on_after_an_error(database: &TestDb) {
     let store = store(database);
     let ann = store.users().create(new_user("ann@example.com", "Ann")).expect("ann");
     let (bob, conflict, carol) = store
-        .transact(|repositories| {
+        .transact(&AuditContext::unattributed(), |repositories| {
             let bob = repositories.users().create(new_user("bob@example.com", "Bob"))?;
             let conflict = repositories
                 .users()
@@ -78,7 +79,7 @@ fn carries_on_after_an_error(database: &TestDb) {
     assert!(!records[0].is_open());
 
     // An error the work returns still rolls everything back.
-    let refused: Result<(), RepoError> = store.transact(|repositories| {
+    let refused: Result<(), RepoError> = store.transact(&AuditContext::unattributed(), |repositories| {
         repositories.users().create(new_user("dave@example.com", "Dave"))?;
         Err(RepoError::validation("work", "changed its mind"))
     });
@@ -120,7 +121,7 @@ fn write_transactions_wait(database: &TestDb) {
                     for _ in 0..ROUNDS {
                         let deleted = store.users().soft_delete(user);
                         let restored = store.users().restore(user);
-                        let toggled = store.transact(|repositories| {
+                        let toggled = store.transact(&AuditContext::unattributed(), |repositories| {
                             let current = repositories.users().get(user, Scope::Live)?;
                             repositories.users().set_active(user, !current.is_active)
                         });
@@ -300,7 +301,7 @@ fn restore_racing_deletion(database: &TestDb) {
     let deleting = Barrier::new(2);
     let (deleted, restored) = std::thread::scope(|scope| {
         let deletion = scope.spawn(|| {
-            store.transact(|repositories| {
+            store.transact(&AuditContext::unattributed(), |repositories| {
                 let deleted = repositories.users().soft_delete(ann.id)?;
                 deleting.wait();
                 // The restore runs now, before this transaction commits.
@@ -347,7 +348,7 @@ fn deadlocks_and_read_only_databases_get_typed_errors_on_postgres() {
             .map(|(one, other)| {
                 let (store, halfway) = (&store, &halfway);
                 scope.spawn(move || {
-                    store.transact(|repositories| {
+                    store.transact(&AuditContext::unattributed(), |repositories| {
                         repositories.users().set_active(one, false)?;
                         halfway.wait();
                         repositories.users().set_active(other, false)?;
@@ -630,7 +631,7 @@ fn a_full_sqlite_database_is_storage_full_and_keeps_its_data() {
     drop(connection);
 
     // A unit of work that fills the database rolls back whole and says why.
-    let filled: Result<(), RepoError> = store.transact(|repositories| {
+    let filled: Result<(), RepoError> = store.transact(&AuditContext::unattributed(), |repositories| {
         for index in 0..5_000 {
             repositories
                 .users()
@@ -690,13 +691,15 @@ fn statements_per_call(database: &TestDb) {
 
     let before = counted();
     store
-        .transact(|repositories| repositories.users().get(ann.id, Scope::Live))
+        .transact(&AuditContext::unattributed(), |repositories| {
+            repositories.users().get(ann.id, Scope::Live)
+        })
         .expect("one call");
     let one_call = counted() - before;
 
     let before = counted();
     store
-        .transact(|repositories| {
+        .transact(&AuditContext::unattributed(), |repositories| {
             repositories.users().get(ann.id, Scope::Live)?;
             repositories.users().get(ann.id, Scope::Live)?;
             repositories.users().get(ann.id, Scope::Live)

@@ -27,16 +27,24 @@ pub const VARIABLES: &[&str] = &[
     "DATABASE_USER",
     "DATABASE_PASSWORD",
     "DATABASE_SSLMODE",
+    "DATABASE_SSLROOTCERT",
+    "DATABASE_SSLCERT",
+    "DATABASE_SSLKEY",
+    "DATABASE_USER_FILE",
+    "DATABASE_PASSWORD_FILE",
     "DATABASE_POOL_MAX_SIZE",
     "DATABASE_POOL_MIN_IDLE",
     "DATABASE_POOL_IDLE_TIMEOUT_MS",
     "DATABASE_POOL_CONNECTION_TIMEOUT_MS",
     "DATABASE_POOL_TEST_ON_CHECKOUT",
     "DATABASE_POOL_VALIDATE_IDLE_AFTER_MS",
+    "DATABASE_POOL_MAX_LIFETIME_MS",
     "DATABASE_STATEMENT_TIMEOUT_MS",
     "DATABASE_LOCK_TIMEOUT_MS",
     "DATABASE_SQLITE_BUSY_TIMEOUT_MS",
     "DATABASE_APPLICATION_NAME",
+    "DATABASE_MIGRATION_URL",
+    "DATABASE_MIGRATION_PASSWORD_FILE",
     "DATABASE_MIGRATION_LOCK_WAIT_MS",
     "DATABASE_MIGRATION_LOCK_TIMEOUT_MS",
     "DATABASE_MIGRATION_STATEMENT_TIMEOUT_MS",
@@ -49,6 +57,9 @@ const COMPOSED_VARIABLES: &[&str] = &[
     "DATABASE_USER",
     "DATABASE_PASSWORD",
     "DATABASE_SSLMODE",
+    "DATABASE_SSLROOTCERT",
+    "DATABASE_SSLCERT",
+    "DATABASE_SSLKEY",
 ];
 
 const SSL_MODES: &[&str] = &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
@@ -105,6 +116,110 @@ pub struct DatabaseTarget {
     /// For an in-memory database: the RAM-backed directory that holds it, removed when the last
     /// clone of this target is dropped.
     in_memory: Option<Arc<TempDir>>,
+    /// Files the user name and the password are read from for every new connection.
+    credential_files: CredentialFiles,
+}
+
+/// Files that hold a PostgreSQL user name and password (the convention of container secrets),
+/// read again for every new connection, so that a rotated credential takes effect without a
+/// restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialFiles {
+    /// The user name's file and the variable that named it (`DATABASE_USER_FILE`).
+    pub user: Option<(PathBuf, &'static str)>,
+    /// The password's file and the variable that named it (`DATABASE_PASSWORD_FILE`,
+    /// `DATABASE_MIGRATION_PASSWORD_FILE`).
+    pub password: Option<(PathBuf, &'static str)>,
+}
+
+/// A connection string as the driver gets it, with the credentials read from their files just
+/// now. Never log it.
+pub struct ConnectionString {
+    text: SecretString,
+    /// The user name read from its file, if one was.
+    user: Option<String>,
+}
+
+impl ConnectionString {
+    /// The text for the driver.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        self.text.expose_secret()
+    }
+
+    /// The user name read from `DATABASE_USER_FILE` for this connection, if that is set.
+    #[must_use]
+    pub fn user_from_file(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+}
+
+/// How many times [`CredentialFiles::read`] reads the files again when the user name changed
+/// while it read the password (a rotation swapped the files in between).
+const CREDENTIAL_READ_ATTEMPTS: usize = 5;
+
+impl CredentialFiles {
+    fn is_empty(&self) -> bool {
+        self.user.is_none() && self.password.is_none()
+    }
+
+    /// The user name and password, read so that they belong together: the user name is read
+    /// before and after the password, and all three are read again when it changed in between.
+    /// A rotation that swaps both files at once (`dbctl roles rotate` writes them as Kubernetes
+    /// writes a secret volume: a new directory, then one atomic rename of the `..data` link) can
+    /// then never hand out one login's name with the other's password.
+    fn read(&self) -> Result<(Option<String>, Option<String>), ConfigError> {
+        for _ in 0..CREDENTIAL_READ_ATTEMPTS {
+            let user = self
+                .user
+                .as_ref()
+                .map(|(path, variable)| read_secret_file(path, variable))
+                .transpose()?;
+            let password = self
+                .password
+                .as_ref()
+                .map(|(path, variable)| read_secret_file(path, variable))
+                .transpose()?;
+            let user_again = self
+                .user
+                .as_ref()
+                .map(|(path, variable)| read_secret_file(path, variable))
+                .transpose()?;
+            if user == user_again {
+                return Ok((user, password));
+            }
+        }
+        let variable = self
+            .user
+            .as_ref()
+            .map_or("DATABASE_USER_FILE", |(_, variable)| variable);
+        Err(ConfigError::new(
+            variable,
+            format!("kept changing while it was read ({CREDENTIAL_READ_ATTEMPTS} attempts)"),
+        ))
+    }
+}
+
+/// The contents of a secret file without its final line break (`echo secret > file`); any other
+/// whitespace belongs to the secret. Errors name the variable and the path, never the contents.
+fn read_secret_file(path: &Path, variable: &'static str) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| ConfigError::new(variable, format!("cannot be read ({}): {error}", path.display())))?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    if text.is_empty() {
+        return Err(ConfigError::new(
+            variable,
+            format!("names an empty file ({})", path.display()),
+        ));
+    }
+    if text.contains('\0') {
+        return Err(ConfigError::new(
+            variable,
+            format!("holds a NUL character ({})", path.display()),
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 impl DatabaseTarget {
@@ -123,6 +238,7 @@ impl DatabaseTarget {
             secrets: Vec::new(),
             source: "DATABASE_URL",
             in_memory: None,
+            credential_files: CredentialFiles::default(),
         }
     }
 
@@ -163,6 +279,7 @@ impl DatabaseTarget {
             secrets: Vec::new(),
             source: "DATABASE_URL",
             in_memory: Some(Arc::new(directory)),
+            credential_files: CredentialFiles::default(),
         })
     }
 
@@ -191,23 +308,154 @@ impl DatabaseTarget {
         &self.redacted
     }
 
-    /// The connection string to hand to the driver. Never log it.
-    #[must_use]
-    pub fn expose_connection_string(&self) -> &str {
-        self.connection_string.expose_secret()
+    /// The connection string to hand to the driver, with the user name and password read from
+    /// their files (`DATABASE_USER_FILE`, `DATABASE_PASSWORD_FILE`) just now, as the query
+    /// parameters `user` and `password`, which libpq takes over the URL's own. Never log it.
+    ///
+    /// # Errors
+    /// A credential file that cannot be read, is empty or holds a NUL character.
+    pub fn connection_string(&self) -> Result<ConnectionString, ConfigError> {
+        let base = self.connection_string.expose_secret();
+        if self.credential_files.is_empty() {
+            return Ok(ConnectionString {
+                text: SecretString::from(base.to_owned()),
+                user: None,
+            });
+        }
+        let (user, password) = self.credential_files.read()?;
+        let mut text = base.to_owned();
+        for (name, value) in [("user", &user), ("password", &password)] {
+            if let Some(value) = value {
+                text.push(if text.contains('?') { '&' } else { '?' });
+                text.push_str(name);
+                text.push('=');
+                text.push_str(&utf8_percent_encode(value, COMPONENT).to_string());
+            }
+        }
+        Ok(ConnectionString {
+            text: SecretString::from(text),
+            user,
+        })
     }
 
-    /// Removes every password, raw or percent-encoded, from a message produced by a driver.
+    /// [`Self::connection_string`] as text, for tests and tools that take a URL. Never log it.
+    ///
+    /// # Panics
+    /// When a credential file cannot be read.
+    #[must_use]
+    pub fn expose_connection_string(&self) -> String {
+        self.connection_string()
+            .unwrap_or_else(|error| panic!("{error}"))
+            .expose()
+            .to_owned()
+    }
+
+    /// The files credentials are read from for every new connection.
+    #[must_use]
+    pub fn credential_files(&self) -> &CredentialFiles {
+        &self.credential_files
+    }
+
+    /// This target with its user name and password read from `files` for every new connection.
+    /// For PostgreSQL only: `ConfigError` on SQLite, and when the URL already holds a password
+    /// and `files` name a password file too.
+    pub fn with_credential_files(mut self, files: CredentialFiles) -> Result<Self, ConfigError> {
+        if files.is_empty() {
+            return Ok(self);
+        }
+        let variable = files
+            .password
+            .as_ref()
+            .or(files.user.as_ref())
+            .map_or("DATABASE_PASSWORD_FILE", |(_, variable)| *variable);
+        if self.backend != Backend::Postgres {
+            return Err(ConfigError::new(
+                variable,
+                "applies to PostgreSQL only, and the database is SQLite",
+            ));
+        }
+        if files.password.is_some() && !self.secrets.is_empty() {
+            return Err(ConfigError::new(
+                variable,
+                format!(
+                    "is set, but {} already holds a password: give one or the other",
+                    self.source
+                ),
+            ));
+        }
+        // Fail at start-up rather than at the first connection.
+        files.read()?;
+        if files.password.is_some() {
+            self.redacted.push(if self.redacted.contains('?') { '&' } else { '?' });
+            self.redacted.push_str("password=***");
+        }
+        self.credential_files = files;
+        Ok(self)
+    }
+
+    /// Removes every password, raw or percent-encoded, from a message produced by a driver: those
+    /// of the connection string and, read again now, the one in the password file.
     #[must_use]
     pub fn scrub(&self, message: &str) -> String {
         let mut scrubbed = message.to_owned();
-        for secret in &self.secrets {
+        let from_file = self
+            .credential_files
+            .password
+            .as_ref()
+            .and_then(|(path, variable)| read_secret_file(path, variable).ok())
+            .map(SecretString::from);
+        for secret in self.secrets.iter().chain(from_file.as_ref()) {
             let raw = secret.expose_secret();
             scrubbed = scrubbed
                 .replace(&utf8_percent_encode(raw, COMPONENT).to_string(), "***")
                 .replace(raw, "***");
         }
         scrubbed
+    }
+
+    /// A warning when this PostgreSQL target reaches a host that is not this machine (not a
+    /// loopback address, `localhost` or a socket directory) with an `sslmode` below
+    /// `verify-full`: such a connection may be unencrypted (`disable`, `allow`, `prefer`) or go
+    /// to an impostor (`require`, `verify-ca` with a public CA). `None` otherwise, and for SQLite.
+    /// The host and `sslmode` are read from the URL (its last `host` and `sslmode` parameters
+    /// win, as in libpq), else from `PGHOST` and `PGSSLMODE`, else libpq's defaults (a socket,
+    /// `prefer`).
+    #[must_use]
+    pub fn tls_warning(&self) -> Option<String> {
+        self.tls_warning_with(|name| std::env::var(name).ok())
+    }
+
+    fn tls_warning_with(&self, environment: impl Fn(&str) -> Option<String>) -> Option<String> {
+        if self.backend != Backend::Postgres {
+            return None;
+        }
+        let url = self.connection_string.expose_secret();
+        let parameter = |name: &str| last_query_parameter(url, name).map(percent_decode);
+        let hosts = parameter("host")
+            .or_else(|| url_hosts(url).filter(|hosts| !hosts.is_empty()))
+            .or_else(|| environment("PGHOST"))
+            .unwrap_or_default();
+        let sslmode = parameter("sslmode")
+            .or_else(|| environment("PGSSLMODE"))
+            .unwrap_or_else(|| "prefer".to_owned());
+        if sslmode == "verify-full" {
+            return None;
+        }
+        let remote: Vec<&str> = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|host| !host.is_empty() && !is_local_host(host))
+            .collect();
+        if remote.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "PostgreSQL host {} is not on this machine and sslmode is {sslmode}: the connection may be \
+             unencrypted or reach an impostor; set DATABASE_SSLMODE=verify-full (and DATABASE_SSLROOTCERT \
+             to the server's CA), or sslmode=verify-full in {}",
+            remote.join(", "),
+            self.source
+        ))
     }
 
     /// Finds the secrets in a PostgreSQL URL and builds its redacted form. The URL itself is left
@@ -267,8 +515,50 @@ impl DatabaseTarget {
                 .collect(),
             source: variable,
             in_memory: None,
+            credential_files: CredentialFiles::default(),
         })
     }
+}
+
+/// The last value of `name` in a URL's query, still percent-encoded.
+pub(crate) fn last_query_parameter<'u>(url: &'u str, name: &str) -> Option<&'u str> {
+    let (_, query) = url.split_once('?')?;
+    query
+        .split('&')
+        .rev()
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// The host names of a libpq URL's authority (`host1:5432,host2`), decoded and without ports;
+/// `None` when it has none.
+fn url_hosts(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, hosts)| hosts);
+    let names: Vec<String> = hosts
+        .split(',')
+        .map(|host| {
+            if let Some(bracketed) = host.strip_prefix('[') {
+                bracketed.split(']').next().unwrap_or_default().to_owned()
+            } else {
+                percent_decode(host.split(':').next().unwrap_or_default())
+            }
+        })
+        .filter(|host| !host.is_empty())
+        .collect();
+    (!names.is_empty()).then(|| names.join(","))
+}
+
+/// A socket directory (`/…`, or `@…` for an abstract socket), `localhost`, or a loopback address.
+fn is_local_host(host: &str) -> bool {
+    host.starts_with('/')
+        || host.starts_with('@')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
 }
 
 pub(crate) fn percent_decode(text: &str) -> String {
@@ -325,6 +615,10 @@ pub struct PoolSettings {
     /// trips of a one-query call. If the server closed such a connection meanwhile, the one call
     /// on it fails with `Unavailable` and the connection is dropped.
     pub validate_idle_after: Duration,
+    /// `DATABASE_POOL_MAX_LIFETIME_MS`: a connection this old is closed when it comes back to
+    /// the pool (and an idle one by r2d2's reaper, every 30 s), so that sessions opened with a
+    /// credential that was rotated since end within this long (default 30 min, r2d2's own).
+    pub max_lifetime: Duration,
 }
 
 impl Default for PoolSettings {
@@ -336,6 +630,7 @@ impl Default for PoolSettings {
             connection_timeout: Duration::from_secs(2),
             test_on_check_out: true,
             validate_idle_after: Duration::from_millis(500),
+            max_lifetime: Duration::from_mins(30),
         }
     }
 }
@@ -403,6 +698,10 @@ pub struct DatabaseConfig {
     pub session: SessionSettings,
     /// How the start-up migration runner behaves.
     pub migration: MigrationSettings,
+    /// `DATABASE_MIGRATION_URL` (with `DATABASE_MIGRATION_PASSWORD_FILE`): the connection
+    /// migrations run over, as the role that owns the schema, when the application connects as
+    /// a role that may not change it. `None`: migrations run over the application's connection.
+    pub migration_target: Option<DatabaseTarget>,
 }
 
 impl DatabaseConfig {
@@ -414,7 +713,19 @@ impl DatabaseConfig {
             pool: PoolSettings::default(),
             session: SessionSettings::default(),
             migration: MigrationSettings::default(),
+            migration_target: None,
         }
+    }
+
+    /// The configuration that migrations and operator commands use: this one with the
+    /// migration target (`DATABASE_MIGRATION_URL`) as its target when one is set.
+    #[must_use]
+    pub fn for_migrations(&self) -> Self {
+        let mut config = self.clone();
+        if let Some(target) = config.migration_target.take() {
+            config.target = target;
+        }
+        config
     }
 
     /// Reads the process environment.
@@ -430,6 +741,10 @@ impl DatabaseConfig {
     /// Reads settings through `lookup`, which returns a variable's value or `None`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let credential_files = CredentialFiles {
+            user: get("DATABASE_USER_FILE").map(|path| (PathBuf::from(path), "DATABASE_USER_FILE")),
+            password: get("DATABASE_PASSWORD_FILE").map(|path| (PathBuf::from(path), "DATABASE_PASSWORD_FILE")),
+        };
         let target = if let Some(url) = get("DATABASE_URL") {
             let ignored: Vec<&str> = COMPOSED_VARIABLES
                 .iter()
@@ -447,6 +762,37 @@ impl DatabaseConfig {
             target.source = "default";
             target
         };
+        let target = target.with_credential_files(credential_files)?;
+        let migration_target = match get("DATABASE_MIGRATION_URL") {
+            Some(url) => {
+                let url = url.trim();
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(ConfigError::new(
+                        "DATABASE_MIGRATION_URL",
+                        "must be a postgres:// or postgresql:// URL (SQLite needs no separate migration role)",
+                    ));
+                }
+                if target.backend() != Backend::Postgres {
+                    return Err(ConfigError::new(
+                        "DATABASE_MIGRATION_URL",
+                        "is set, but the database is SQLite: migrations run over its one connection",
+                    ));
+                }
+                let files = CredentialFiles {
+                    user: None,
+                    password: get("DATABASE_MIGRATION_PASSWORD_FILE")
+                        .map(|path| (PathBuf::from(path), "DATABASE_MIGRATION_PASSWORD_FILE")),
+                };
+                Some(DatabaseTarget::parse_postgres_url(url, "DATABASE_MIGRATION_URL")?.with_credential_files(files)?)
+            }
+            None if get("DATABASE_MIGRATION_PASSWORD_FILE").is_some() => {
+                return Err(ConfigError::new(
+                    "DATABASE_MIGRATION_PASSWORD_FILE",
+                    "is set without DATABASE_MIGRATION_URL, the connection it is the password of",
+                ));
+            }
+            None => None,
+        };
 
         let defaults = PoolSettings::default();
         let pool = PoolSettings {
@@ -458,6 +804,7 @@ impl DatabaseConfig {
             test_on_check_out: boolean(&get, "DATABASE_POOL_TEST_ON_CHECKOUT")?.unwrap_or(defaults.test_on_check_out),
             validate_idle_after: millis(&get, "DATABASE_POOL_VALIDATE_IDLE_AFTER_MS", 0)?
                 .unwrap_or(defaults.validate_idle_after),
+            max_lifetime: millis(&get, "DATABASE_POOL_MAX_LIFETIME_MS", 1)?.unwrap_or(defaults.max_lifetime),
         };
         if pool.min_idle > pool.max_size {
             return Err(ConfigError::new(
@@ -490,6 +837,7 @@ impl DatabaseConfig {
             pool,
             session,
             migration,
+            migration_target,
         })
     }
 }
@@ -561,6 +909,14 @@ fn compose_postgres_url(
             format!("must be one of {}, got \"{mode}\"", SSL_MODES.join(", ")),
         ));
     }
+    let tls_files: Vec<(&str, String)> = [
+        ("sslrootcert", "DATABASE_SSLROOTCERT"),
+        ("sslcert", "DATABASE_SSLCERT"),
+        ("sslkey", "DATABASE_SSLKEY"),
+    ]
+    .into_iter()
+    .filter_map(|(parameter, variable)| get(variable).map(|path| (parameter, path)))
+    .collect();
     if let Some(host) = &host
         && !host.starts_with('/')
         && host.contains(['/', '?', '#', '@', ' '])
@@ -605,6 +961,9 @@ fn compose_postgres_url(
         if let Some(mode) = &sslmode {
             query.push(format!("sslmode={mode}"));
         }
+        for (parameter, path) in &tls_files {
+            query.push(format!("{parameter}={}", encode(path)));
+        }
         if !query.is_empty() {
             url.push('?');
             url.push_str(&query.join("&"));
@@ -621,6 +980,7 @@ fn compose_postgres_url(
         secrets: password.into_iter().map(SecretString::from).collect(),
         source,
         in_memory: None,
+        credential_files: CredentialFiles::default(),
     })
 }
 
@@ -865,6 +1225,7 @@ mod tests {
             ("DATABASE_POOL_CONNECTION_TIMEOUT_MS", "250"),
             ("DATABASE_POOL_TEST_ON_CHECKOUT", "no"),
             ("DATABASE_POOL_VALIDATE_IDLE_AFTER_MS", "0"),
+            ("DATABASE_POOL_MAX_LIFETIME_MS", "2000"),
             ("DATABASE_STATEMENT_TIMEOUT_MS", "1500"),
             ("DATABASE_LOCK_TIMEOUT_MS", "0"),
             ("DATABASE_SQLITE_BUSY_TIMEOUT_MS", "100"),
@@ -880,6 +1241,7 @@ mod tests {
                 connection_timeout: Duration::from_millis(250),
                 test_on_check_out: false,
                 validate_idle_after: Duration::ZERO,
+                max_lifetime: Duration::from_secs(2),
             }
         );
         assert_eq!(
@@ -891,6 +1253,222 @@ mod tests {
                 application_name: "billing".to_owned(),
             }
         );
+    }
+
+    #[test]
+    fn tls_files_travel_as_libpq_parameters() {
+        check_target(
+            &[
+                ("DATABASE_HOST", "db.internal"),
+                ("DATABASE_SSLMODE", "verify-full"),
+                ("DATABASE_SSLROOTCERT", "/etc/ssl/db ca.pem"),
+                ("DATABASE_SSLCERT", "/run/secrets/client.crt"),
+                ("DATABASE_SSLKEY", "/run/secrets/client.key"),
+            ],
+            Backend::Postgres,
+            "postgresql://db.internal/?sslmode=verify-full&sslrootcert=%2Fetc%2Fssl%2Fdb%20ca.pem\
+             &sslcert=%2Frun%2Fsecrets%2Fclient.crt&sslkey=%2Frun%2Fsecrets%2Fclient.key",
+            "postgresql://db.internal/?sslmode=verify-full&sslrootcert=%2Fetc%2Fssl%2Fdb%20ca.pem\
+             &sslcert=%2Frun%2Fsecrets%2Fclient.crt&sslkey=%2Frun%2Fsecrets%2Fclient.key",
+        );
+    }
+
+    #[test]
+    fn credentials_are_read_from_their_files_for_every_connection() {
+        let directory = tempfile::tempdir().expect("a directory");
+        let user_file = directory.path().join("user");
+        let password_file = directory.path().join("password");
+        std::fs::write(&user_file, "app_blue\n").expect("write");
+        std::fs::write(&password_file, "p@ss w/rd\n").expect("write");
+        let user = user_file.to_string_lossy().into_owned();
+        let password = password_file.to_string_lossy().into_owned();
+        let target = config(&[
+            ("DATABASE_HOST", "db.internal"),
+            ("DATABASE_NAME", "attendance"),
+            ("DATABASE_USER_FILE", &user),
+            ("DATABASE_PASSWORD_FILE", &password),
+        ])
+        .expect("valid")
+        .target;
+        let connection = target.connection_string().expect("readable");
+        assert_eq!(
+            connection.expose(),
+            "postgresql://db.internal/attendance?user=app_blue&password=p%40ss%20w%2Frd"
+        );
+        assert_eq!(connection.user_from_file(), Some("app_blue"));
+        assert_eq!(target.redacted(), "postgresql://db.internal/attendance?password=***");
+        assert_eq!(target.scrub("failed for p@ss w/rd"), "failed for ***");
+        // A rotation: the next connection reads the new files.
+        std::fs::write(&user_file, "app_green").expect("write");
+        std::fs::write(&password_file, "s3cond").expect("write");
+        assert_eq!(
+            target.connection_string().expect("readable").expose(),
+            "postgresql://db.internal/attendance?user=app_green&password=s3cond"
+        );
+        assert!(!format!("{target:?}").contains("s3cond"));
+        // With DATABASE_URL, the files' values are parameters after the URL's own.
+        let target = config(&[
+            ("DATABASE_URL", "postgres://app@db/attendance?sslmode=verify-full"),
+            ("DATABASE_PASSWORD_FILE", &password),
+        ])
+        .expect("valid")
+        .target;
+        assert_eq!(
+            target.expose_connection_string(),
+            "postgres://app@db/attendance?sslmode=verify-full&password=s3cond"
+        );
+        // A file that disappears fails the connection, naming the variable and not the secret.
+        std::fs::remove_file(&password_file).expect("remove");
+        let error = target.connection_string().err().expect("unreadable");
+        assert_eq!(error.variable, "DATABASE_PASSWORD_FILE");
+        assert!(error.to_string().contains("cannot be read"), "{error}");
+    }
+
+    #[test]
+    fn credential_files_are_checked_at_start_up() {
+        let directory = tempfile::tempdir().expect("a directory");
+        let empty = directory.path().join("empty");
+        std::fs::write(&empty, "\n").expect("write");
+        let empty = empty.to_string_lossy().into_owned();
+        let missing = directory.path().join("missing").to_string_lossy().into_owned();
+        let secret = directory.path().join("secret");
+        std::fs::write(&secret, "s3cr3t").expect("write");
+        let secret = secret.to_string_lossy().into_owned();
+        check_error(
+            &[("DATABASE_HOST", "db"), ("DATABASE_PASSWORD_FILE", &missing)],
+            "DATABASE_PASSWORD_FILE",
+            "cannot be read",
+        );
+        check_error(
+            &[("DATABASE_HOST", "db"), ("DATABASE_PASSWORD_FILE", &empty)],
+            "DATABASE_PASSWORD_FILE",
+            "empty file",
+        );
+        check_error(
+            &[("DATABASE_HOST", "db"), ("DATABASE_USER_FILE", &empty)],
+            "DATABASE_USER_FILE",
+            "empty file",
+        );
+        check_error(
+            &[("DATABASE_PASSWORD_FILE", &secret)],
+            "DATABASE_PASSWORD_FILE",
+            "SQLite",
+        );
+        check_error(
+            &[
+                ("DATABASE_URL", "postgres://app:pw@db/x"),
+                ("DATABASE_PASSWORD_FILE", &secret),
+            ],
+            "DATABASE_PASSWORD_FILE",
+            "already holds a password",
+        );
+        check_error(
+            &[("DATABASE_HOST", "db"), ("DATABASE_MIGRATION_URL", "sqlite://x.db")],
+            "DATABASE_MIGRATION_URL",
+            "postgres://",
+        );
+        check_error(
+            &[("DATABASE_MIGRATION_URL", "postgres://owner@db/x")],
+            "DATABASE_MIGRATION_URL",
+            "SQLite",
+        );
+        check_error(
+            &[("DATABASE_HOST", "db"), ("DATABASE_MIGRATION_PASSWORD_FILE", &secret)],
+            "DATABASE_MIGRATION_PASSWORD_FILE",
+            "without DATABASE_MIGRATION_URL",
+        );
+        let config = config(&[
+            ("DATABASE_HOST", "db"),
+            ("DATABASE_USER", "app"),
+            ("DATABASE_MIGRATION_URL", "postgres://owner@db/attendance"),
+            ("DATABASE_MIGRATION_PASSWORD_FILE", &secret),
+        ])
+        .expect("valid");
+        let migration = config.migration_target.as_ref().expect("a migration target");
+        assert_eq!(migration.source(), "DATABASE_MIGRATION_URL");
+        assert_eq!(
+            migration.expose_connection_string(),
+            "postgres://owner@db/attendance?password=s3cr3t"
+        );
+        assert_eq!(migration.redacted(), "postgres://owner@db/attendance?password=***");
+        assert_eq!(
+            config.for_migrations().target.expose_connection_string(),
+            migration.expose_connection_string()
+        );
+        assert_eq!(config.pool.max_lifetime, Duration::from_mins(30));
+    }
+
+    #[track_caller]
+    fn check_tls(vars: &[(&str, &str)], environment: &[(&str, &str)], warned_host: Option<&str>) {
+        let target = config(vars).expect("valid").target;
+        let warning = target.tls_warning_with(|name| {
+            environment
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        });
+        match warned_host {
+            None => assert_eq!(warning, None, "{vars:?} {environment:?}"),
+            Some(host) => {
+                let warning = warning.unwrap_or_else(|| panic!("no warning for {vars:?} {environment:?}"));
+                assert!(warning.contains(&format!("host {host} ")), "{warning}");
+                assert!(warning.contains("verify-full"), "{warning}");
+            }
+        }
+    }
+
+    #[test]
+    fn remote_hosts_without_verify_full_are_warned_about() {
+        let url = |url: &'static str| [("DATABASE_URL", url)];
+        check_tls(&url("postgres://app:pw@db.internal/x"), &[], Some("db.internal"));
+        check_tls(
+            &url("postgres://app:pw@db.internal/x?sslmode=require"),
+            &[],
+            Some("db.internal"),
+        );
+        check_tls(
+            &url("postgres://app:pw@db.internal/x?sslmode=verify-ca"),
+            &[],
+            Some("db.internal"),
+        );
+        check_tls(&url("postgres://app:pw@db.internal/x?sslmode=verify-full"), &[], None);
+        check_tls(
+            &url("postgres://app@10.0.0.5:5432/x"),
+            &[("PGSSLMODE", "verify-full")],
+            None,
+        );
+        check_tls(
+            &url("postgres://app@10.0.0.5:5432/x"),
+            &[("PGSSLMODE", "require")],
+            Some("10.0.0.5"),
+        );
+        // The name libpq verifies, not the address it dials, decides.
+        check_tls(
+            &url("postgres://app@db.internal/x?hostaddr=127.0.0.1"),
+            &[],
+            Some("db.internal"),
+        );
+        check_tls(&url("postgresql://h1:5432,h2:5433/x?sslmode=verify-full"), &[], None);
+        check_tls(&url("postgresql://localhost,h2/x"), &[], Some("h2"));
+        check_tls(&url("postgres://app@127.0.0.1:5432/x"), &[], None);
+        check_tls(&url("postgres://app@[::1]:5432/x"), &[], None);
+        check_tls(&url("postgres://app@localhost/x"), &[], None);
+        check_tls(&url("postgres:///x?host=/var/run/postgresql"), &[], None);
+        check_tls(&url("postgres:///x"), &[], None);
+        check_tls(&url("postgres:///x"), &[("PGHOST", "db.internal")], Some("db.internal"));
+        check_tls(
+            &url("postgres://127.0.0.1/x?host=db.internal"),
+            &[],
+            Some("db.internal"),
+        );
+        check_tls(&[("DATABASE_HOST", "db.internal")], &[], Some("db.internal"));
+        check_tls(
+            &[("DATABASE_HOST", "db.internal"), ("DATABASE_SSLMODE", "verify-full")],
+            &[],
+            None,
+        );
+        check_tls(&[("DATABASE_HOST", "/run/postgresql")], &[], None);
+        check_tls(&[("DATABASE_URL", "data/x.sqlite3")], &[], None);
     }
 
     #[test]

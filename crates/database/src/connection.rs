@@ -13,7 +13,9 @@ use diesel::sql_types::Text;
 use diesel::sqlite::SqliteConnection;
 use percent_encoding::utf8_percent_encode;
 
-use crate::config::{Backend, COMPONENT, DatabaseTarget, PoolSettings, SessionSettings, percent_decode};
+use crate::config::{
+    Backend, COMPONENT, DatabaseTarget, PoolSettings, SessionSettings, last_query_parameter, percent_decode,
+};
 
 pub use multi::{DbConnection, MultiBackend};
 
@@ -87,6 +89,7 @@ pub struct ConnectionManager {
     session: SessionSettings,
     connect_timeout: Duration,
     validate_idle_after: Duration,
+    max_lifetime: Duration,
     /// A connection opened before the pool (by `Database::connect`), with the moment it was
     /// opened: the first `connect` of the pool returns it instead of opening another session.
     first: Mutex<Option<(DbConnection, Instant)>>,
@@ -106,6 +109,7 @@ impl ConnectionManager {
             session,
             connect_timeout,
             validate_idle_after: PoolSettings::default().validate_idle_after,
+            max_lifetime: PoolSettings::default().max_lifetime,
             first: Mutex::new(None),
             settings_by_query: Arc::new(AtomicBool::new(false)),
         }
@@ -116,6 +120,14 @@ impl ConnectionManager {
     #[must_use]
     pub fn validate_idle_after(mut self, window: Duration) -> Self {
         self.validate_idle_after = window;
+        self
+    }
+
+    /// Closes a connection that comes back to the pool once it is `lifetime` old, so that a
+    /// session opened with a credential that was rotated since ends without failing a call.
+    #[must_use]
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = lifetime;
         self
     }
 
@@ -138,7 +150,11 @@ impl ConnectionManager {
             source_variable: self.target.source(),
             reason: self.target.scrub(reason.trim()),
         };
-        let connection_string = self.target.expose_connection_string();
+        let connection_string = self
+            .target
+            .connection_string()
+            .map_err(|config| error(config.to_string()))?;
+        let connection_string = connection_string.expose();
         let mut connection = match self.target.backend() {
             Backend::Postgres => {
                 let url = with_connect_timeout(connection_string, self.connect_timeout);
@@ -181,6 +197,7 @@ impl Clone for ConnectionManager {
             session: self.session.clone(),
             connect_timeout: self.connect_timeout,
             validate_idle_after: self.validate_idle_after,
+            max_lifetime: self.max_lifetime,
             first: Mutex::new(None),
             settings_by_query: Arc::clone(&self.settings_by_query),
         }
@@ -194,6 +211,7 @@ impl fmt::Debug for ConnectionManager {
             .field("session", &self.session)
             .field("connect_timeout", &self.connect_timeout)
             .field("validate_idle_after", &self.validate_idle_after)
+            .field("max_lifetime", &self.max_lifetime)
             .field("settings_by_query", &self.settings_by_query.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -212,6 +230,9 @@ pub struct PooledDb {
     /// When the connection was opened or last came back to the pool not lost: the checkout
     /// validation pings only connections idle longer than the manager's window since then.
     pub(crate) last_used: Instant,
+    /// When the connection was opened: it is closed on its return once older than the
+    /// manager's `max_lifetime`.
+    pub(crate) opened_at: Instant,
 }
 
 impl ManageConnection for ConnectionManager {
@@ -228,6 +249,7 @@ impl ManageConnection for ConnectionManager {
             connection,
             lost: false,
             last_used,
+            opened_at: last_used,
         })
     }
 
@@ -245,11 +267,12 @@ impl ManageConnection for ConnectionManager {
         })
     }
 
-    /// Called by r2d2 whenever a connection comes back: a lost or broken one is dropped; any
+    /// Called by r2d2 whenever a connection comes back: a lost or broken one is dropped, and so
+    /// is one older than `max_lifetime` (r2d2 itself closes only idle ones, every 30 s); any
     /// other was used just now, which starts its validation window again.
     fn has_broken(&self, pooled: &mut PooledDb) -> bool {
         pooled.last_used = Instant::now();
-        pooled.lost || pooled.connection.is_broken()
+        pooled.lost || pooled.opened_at.elapsed() >= self.max_lifetime || pooled.connection.is_broken()
     }
 }
 
@@ -293,7 +316,7 @@ fn with_startup_settings(url: &str, session: &SessionSettings, pgoptions: Option
         session.statement_timeout.as_millis(),
         session.lock_timeout.as_millis()
     );
-    let given = url_parameter(url, "options")
+    let given = last_query_parameter(url, "options")
         .map(percent_decode)
         .or(pgoptions)
         .filter(|options| !options.trim().is_empty());
@@ -307,17 +330,6 @@ fn with_startup_settings(url: &str, session: &SessionSettings, pgoptions: Option
         utf8_percent_encode(&options, COMPONENT),
         utf8_percent_encode(&session.application_name, COMPONENT)
     )
-}
-
-/// The last value of `name` in the query of a libpq URL, still percent-encoded.
-fn url_parameter<'u>(url: &'u str, name: &str) -> Option<&'u str> {
-    let (_, query) = url.split_once('?')?;
-    query
-        .split('&')
-        .rev()
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
 }
 
 /// Without `connect_timeout`, libpq waits for the operating system's TCP timeout (minutes) when

@@ -80,13 +80,18 @@ impl Database {
             config.session.clone(),
             settings.connection_timeout,
         )
-        .validate_idle_after(settings.validate_idle_after);
+        .validate_idle_after(settings.validate_idle_after)
+        .max_lifetime(settings.max_lifetime);
+        if let Some(warning) = config.target.tls_warning() {
+            tracing::warn!(database = config.target.redacted(), "{warning}");
+        }
         let first = manager.establish()?;
         manager.hand_over(first);
         let pool = Pool::builder()
             .max_size(settings.max_size)
             .min_idle(Some(settings.min_idle))
             .idle_timeout(Some(settings.idle_timeout))
+            .max_lifetime(Some(settings.max_lifetime))
             .connection_timeout(settings.connection_timeout)
             .test_on_check_out(settings.test_on_check_out)
             .error_handler(Box::new(TracingErrorHandler))

@@ -1,7 +1,8 @@
 //! SQL types that mean the same on both backends, so that one `schema.rs` serves both:
-//! `Uuid` (PostgreSQL `uuid`; SQLite a 16-byte BLOB) and `Instant`, a timestamp (PostgreSQL `timestamptz`;
+//! `Uuid` (PostgreSQL `uuid`; SQLite a 16-byte BLOB), `Instant`, a timestamp (PostgreSQL `timestamptz`;
 //! SQLite fixed-width UTC text `YYYY-MM-DDTHH:MM:SS.ffffffZ`, the format the SQLite schema's
-//! `chk_*_storage_format` checks demand, whose text order is time order).
+//! `chk_*_storage_format` checks demand, whose text order is time order), and `Json`
+//! (PostgreSQL `jsonb`; SQLite text checked by `json_valid`).
 //!
 //! Rust values travel in two newtypes, `DbUuid` and `DbTimestamp`, which carry per-backend
 //! `ToSql`/`FromSql` plus the three bridge impls that diesel's `MultiConnection` needs for a custom
@@ -75,6 +76,53 @@ pub struct Uuid;
 #[diesel(postgres_type(oid = 1184, array_oid = 1185))]
 #[diesel(sqlite_type(name = "Text"))]
 pub struct Instant;
+
+/// A JSON document: `jsonb` on PostgreSQL, text on SQLite (where the schema checks it with
+/// `json_valid`).
+#[derive(Debug, Clone, Copy, Default, diesel::sql_types::SqlType, diesel::query_builder::QueryId)]
+#[diesel(postgres_type(oid = 3802, array_oid = 3807))]
+#[diesel(sqlite_type(name = "Text"))]
+pub struct Json;
+
+/// A JSON document as stored, in its text form: produced by `serde_json` on the way in, and
+/// parsed by the caller on the way out.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::expression::AsExpression, diesel::deserialize::FromSqlRow)]
+#[diesel(sql_type = Json)]
+pub struct DbJson(pub String);
+
+/// The only version of PostgreSQL's binary `jsonb` format: one byte, then the text.
+const JSONB_VERSION: u8 = 1;
+
+impl ToSql<Json, Pg> for DbJson {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        use std::io::Write as _;
+        out.write_all(&[JSONB_VERSION])?;
+        out.write_all(self.0.as_bytes())?;
+        Ok(IsNull::No)
+    }
+}
+
+impl FromSql<Json, Pg> for DbJson {
+    fn from_sql(bytes: <Pg as diesel::backend::Backend>::RawValue<'_>) -> deserialize::Result<Self> {
+        match bytes.as_bytes().split_first() {
+            Some((&JSONB_VERSION, text)) => Ok(Self(std::str::from_utf8(text)?.to_owned())),
+            _ => Err("unsupported jsonb format version".into()),
+        }
+    }
+}
+
+impl ToSql<Json, Sqlite> for DbJson {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        out.set_value(self.0.as_str());
+        Ok(IsNull::No)
+    }
+}
+
+impl FromSql<Json, Sqlite> for DbJson {
+    fn from_sql(mut bytes: <Sqlite as diesel::backend::Backend>::RawValue<'_>) -> deserialize::Result<Self> {
+        Ok(Self(bytes.read_text().to_owned()))
+    }
+}
 
 /// A UUID as stored: convert with `From` at the edge.
 #[derive(
@@ -331,3 +379,4 @@ macro_rules! bridge_to_multi_backend {
 
 bridge_to_multi_backend!(Uuid, DbUuid);
 bridge_to_multi_backend!(Instant, DbTimestamp);
+bridge_to_multi_backend!(Json, DbJson);

@@ -18,6 +18,8 @@ use migrator::{Migrate as _, MigrationStatus};
 use ops::offsite::OffsiteConfig;
 use ops::retention::Candidate;
 use ops::{BackupDirectory, BackupSettings};
+use secrecy::SecretString;
+use security::{OperatorContext, RoleNames, SecretDirectory, SetupOptions};
 use serde::Serialize;
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
@@ -39,15 +41,23 @@ Exit codes:
   4  status: a migration is dirty, edited or unknown and needs an operator
   5  verify (or backup's verification): the backup does not match its manifest";
 
-/// Runs the database's operations: migrations, backups proven by restore, retention and
-/// point-in-time recovery. Logs go to stderr (`RUST_LOG`, default `info`), without colour when
-/// stderr is not a terminal; reports go to stdout, as JSON with `--json`.
+/// Runs the database's operations: migrations, backups proven by restore, retention,
+/// point-in-time recovery, roles and credentials, and the audit log's retention. Logs go to
+/// stderr (`RUST_LOG`, default `info`), without colour when stderr is not a terminal; reports go
+/// to stdout, as JSON with `--json`. Every command but `roles` connects with
+/// `DATABASE_MIGRATION_URL` when it is set (the schema's owner), else with `DATABASE_URL`.
 #[derive(Debug, Parser)]
 #[command(version, about, after_long_help = after_help(&[Env::Database, Env::Log]))]
 struct Cli {
     /// Print the report as one JSON document on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Who runs the command, for the audit log (default: the USER of the environment).
+    #[arg(long, global = true, env = "DBCTL_ACTOR", value_name = "NAME")]
+    actor: Option<String>,
+    /// The change request the command belongs to (a ticket, a pipeline run), for the audit log.
+    #[arg(long, global = true, env = "DBCTL_CORRELATION_ID", value_name = "ID")]
+    correlation_id: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -124,6 +134,61 @@ enum Command {
         /// Where the base backup goes.
         directory: PathBuf,
     },
+    /// PostgreSQL roles with least privilege, and the rotation of the application's
+    /// credential. Connects with DATABASE_URL as a superuser or a role with CREATEROLE.
+    #[command(subcommand)]
+    Roles(RolesCommand),
+    /// The audit log's retention.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RolesCommand {
+    /// Create (or bring back to least privilege) the owner, application, login and read-only
+    /// roles of the database, its grants and default privileges; idempotent, in one
+    /// transaction, audited.
+    #[command(after_long_help = after_help(&[Env::Database, Env::Log]))]
+    Setup {
+        /// The roles' prefix: <prefix>_owner, <prefix>_app, <prefix>_app_blue,
+        /// <prefix>_app_green, <prefix>_readonly (default: the database's name).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Set the owner's password to the contents of this file.
+        #[arg(long, value_name = "FILE")]
+        owner_password_file: Option<PathBuf>,
+        /// Set the read-only role's password to the contents of this file.
+        #[arg(long, value_name = "FILE")]
+        readonly_password_file: Option<PathBuf>,
+    },
+    /// Rotate the application's credential: a new password on the idle login, the secret
+    /// directory switched to it, then (after the grace period) the other login's password
+    /// removed. Point DATABASE_USER_FILE at DIR/user and DATABASE_PASSWORD_FILE at DIR/password.
+    #[command(after_long_help = after_help(&[Env::Database, Env::Log]))]
+    Rotate {
+        /// The secret directory the application reads.
+        #[arg(long, value_name = "DIR")]
+        secret_dir: PathBuf,
+        /// The roles' prefix (default: the database's name).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// How long connections that read the old secret just before the switch have to log in
+        /// before the old login's password is removed.
+        #[arg(long, value_name = "MS", default_value_t = 5000)]
+        grace_ms: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Remove audit entries older than the retention (the only way entries leave the log; it
+    /// is audited itself). Run as the table's owner.
+    #[command(after_long_help = after_help(&[Env::Database, Env::Audit, Env::Log]))]
+    Purge {
+        /// Keep this many days of entries (at least 1).
+        #[arg(long, env = "AUDIT_RETENTION_DAYS", default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        older_than_days: u32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +229,7 @@ enum Env {
     Offsite,
     PgBin,
     BackupDir,
+    Audit,
     Log,
 }
 
@@ -185,7 +251,11 @@ fn after_help(groups: &[Env]) -> String {
             Env::Offsite => OffsiteConfig::VARIABLES.to_vec(),
             Env::PgBin => vec!["BACKUP_PG_BIN_DIR"],
             Env::BackupDir => vec!["BACKUP_DIR"],
-            Env::Log => vec!["RUST_LOG (default info; for example RUST_LOG=debug or RUST_LOG=ops=debug)"],
+            Env::Audit => vec!["AUDIT_RETENTION_DAYS (default 400)"],
+            Env::Log => vec![
+                "RUST_LOG (default info; for example RUST_LOG=debug or RUST_LOG=ops=debug)",
+                "DBCTL_ACTOR, DBCTL_CORRELATION_ID (who runs the command and why, for the audit log)",
+            ],
         };
         for variable in variables {
             text.push_str("  ");
@@ -240,16 +310,172 @@ fn report(
     Ok(())
 }
 
+/// The database as the operator commands reach it: over `DATABASE_MIGRATION_URL` when it is set
+/// (the schema's owner), else `DATABASE_URL`.
 fn open() -> anyhow::Result<Database> {
-    let config = DatabaseConfig::from_env()?;
+    connect(DatabaseConfig::from_env()?.for_migrations())
+}
+
+fn connect(config: DatabaseConfig) -> anyhow::Result<Database> {
     let database = Database::connect(config)?;
     let target = &database.config().target;
     tracing::info!(database = %target.redacted(), backend = %target.backend(), source = target.source(), "connected");
     Ok(database)
 }
 
+/// Who runs the command: `--actor`, else `DBCTL_ACTOR`, else the environment's `USER`.
+fn operator(cli: &Cli) -> anyhow::Result<OperatorContext> {
+    let name = cli
+        .actor
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|name| !name.is_empty())
+        .context("name the operator with --actor or DBCTL_ACTOR (USER is not set)")?;
+    let context = OperatorContext::operator(&name)?;
+    Ok(match &cli.correlation_id {
+        Some(id) => context.with_correlation_id(id)?,
+        None => context,
+    })
+}
+
+/// The role names for `prefix`, or for the database's own name.
+fn role_names(database: &Database, prefix: Option<&str>) -> anyhow::Result<RoleNames> {
+    let prefix = match prefix {
+        Some(prefix) => prefix.to_owned(),
+        None => {
+            let mut connection = database.get()?;
+            migrator_database_name(&mut connection)?
+        }
+    };
+    RoleNames::with_prefix(&prefix).with_context(|| {
+        format!("the roles are named after the database ({prefix:?}): give a valid prefix with --prefix")
+    })
+}
+
+fn migrator_database_name(connection: &mut database::DbConnection) -> anyhow::Result<String> {
+    use diesel::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    Ok(diesel::sql_query("SELECT current_database()::text AS name")
+        .get_result::<Name>(connection)?
+        .name)
+}
+
+fn read_password_file(path: Option<&PathBuf>) -> anyhow::Result<Option<SecretString>> {
+    path.map(|path| {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = text.trim_end_matches(['\n', '\r']);
+        anyhow::ensure!(!text.is_empty(), "{} is empty", path.display());
+        Ok(SecretString::from(text.to_owned()))
+    })
+    .transpose()
+}
+
+fn roles(cli: &Cli, command: &RolesCommand) -> anyhow::Result<u8> {
+    // An administrator's connection: DATABASE_URL, never the migration connection.
+    let database = connect(DatabaseConfig::from_env()?)?;
+    let context = operator(cli)?;
+    match command {
+        RolesCommand::Setup {
+            prefix,
+            owner_password_file,
+            readonly_password_file,
+        } => {
+            let names = role_names(&database, prefix.as_deref())?;
+            let options = SetupOptions {
+                owner_password: read_password_file(owner_password_file.as_ref())?,
+                readonly_password: read_password_file(readonly_password_file.as_ref())?,
+                context,
+            };
+            let report = security::setup_roles(&mut *database.get()?, &names, &options)?;
+            self::report(cli.json, &report, |out| {
+                writeln!(out, "roles of database {}:", report.database)?;
+                writeln!(out, "  owner:     {} (owns the schema, runs migrations)", names.owner)?;
+                writeln!(out, "  app:       {} (DML only; cannot log in)", names.app)?;
+                writeln!(
+                    out,
+                    "  logins:    {}, {} (members of {}, alternated by `dbctl roles rotate`)",
+                    names.app_logins[0], names.app_logins[1], names.app
+                )?;
+                writeln!(out, "  read-only: {}", names.readonly)?;
+                writeln!(out, "created: {}", list(&report.created))?;
+                writeln!(out, "changed: {}", list(&report.changed))?;
+                writeln!(
+                    out,
+                    "audited: {}",
+                    if report.audited {
+                        "yes"
+                    } else {
+                        "no (no audit_log yet: migrate, then run again)"
+                    }
+                )
+            })?;
+        }
+        RolesCommand::Rotate {
+            secret_dir,
+            prefix,
+            grace_ms,
+        } => {
+            let names = role_names(&database, prefix.as_deref())?;
+            let secrets = SecretDirectory::new(secret_dir);
+            let report = security::rotate_credentials(
+                &mut *database.get()?,
+                &names,
+                &secrets,
+                std::time::Duration::from_millis(*grace_ms),
+                &context,
+            )?;
+            self::report(cli.json, &report, |out| {
+                writeln!(
+                    out,
+                    "the application now logs in as {} (secret in {})",
+                    report.current,
+                    report.secret_directory.display()
+                )?;
+                match &report.expired {
+                    Some(expired) => writeln!(out, "{expired} lost its password after the grace period"),
+                    None => writeln!(out, "first credential: nothing to expire"),
+                }
+            })?;
+        }
+    }
+    Ok(0)
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "nothing".to_owned()
+    } else {
+        items.join("; ")
+    }
+}
+
+fn audit(cli: &Cli, command: &AuditCommand) -> anyhow::Result<u8> {
+    match command {
+        AuditCommand::Purge { older_than_days } => {
+            let database = open()?;
+            let before = chrono::Utc::now() - chrono::TimeDelta::days(i64::from(*older_than_days));
+            let report = security::purge_audit_log(&mut *database.get()?, before, &operator(cli)?)?;
+            self::report(cli.json, &report, |out| {
+                writeln!(
+                    out,
+                    "removed {} audit entries from before {}",
+                    report.purged,
+                    report.before.to_rfc3339()
+                )
+            })?;
+        }
+    }
+    Ok(0)
+}
+
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
+        Command::Roles(command) => roles(cli, command),
+        Command::Audit(command) => audit(cli, command),
         Command::Migrate { no_backup } => migrate(cli.json, *no_backup),
         Command::Status => status(cli.json),
         Command::Baseline => {
@@ -299,11 +525,11 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Backups => backups(cli.json),
         Command::Prune { dry_run } => prune(cli.json, *dry_run),
         Command::BaseBackup { directory } => {
-            let config = DatabaseConfig::from_env()?;
+            let config = DatabaseConfig::from_env()?.for_migrations();
             let settings = BackupSettings::from_env()?;
             let base = ops::pitr::base_backup(
                 settings.pg_bin_dir.as_deref(),
-                config.target.expose_connection_string(),
+                config.target.connection_string()?.expose(),
                 directory,
             )?;
             let value = json!({
@@ -472,7 +698,7 @@ fn restore(json: bool, arguments: &RestoreArgs) -> anyhow::Result<u8> {
         })?;
         return Ok(0);
     }
-    let config = DatabaseConfig::from_env()?;
+    let config = DatabaseConfig::from_env()?.for_migrations();
     let settings = BackupSettings::from_env()?;
     let restored = ops::restore(&config, &settings, arguments.backup.as_deref(), arguments.replace)?;
     report(json, &restored, |out| {

@@ -31,8 +31,17 @@ fn dbctl_with(url: &str, environment: &[(&str, &str)], arguments: &[&str]) -> Ou
     command.output().expect("dbctl runs")
 }
 
+/// `dbctl` on `database`: the application's connection in `DATABASE_URL` and, on a database
+/// set up with roles, the owner's in `DATABASE_MIGRATION_URL`, as a deployment configures it.
 fn dbctl(database: &TestDb, environment: &[(&str, &str)], arguments: &[&str]) -> Output {
-    dbctl_with(database.target().expose_connection_string(), environment, arguments)
+    let owner = database
+        .owner_target()
+        .map(database::DatabaseTarget::expose_connection_string);
+    let mut environment = environment.to_vec();
+    if let Some(owner) = &owner {
+        environment.push(("DATABASE_MIGRATION_URL", owner));
+    }
+    dbctl_with(&database.target().expose_connection_string(), &environment, arguments)
 }
 
 fn stdout(output: &Output) -> String {

@@ -2,6 +2,7 @@
 //! argon2id hash, which is stored but never serialised or shown.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
@@ -10,6 +11,17 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
 use crate::ValidationError;
+
+/// The argon2id parameters every new hash gets: 19 MiB of memory (m = 19456 KiB), 2 passes
+/// (t = 2), 1 lane (p = 1), a 32-byte output and a 16-byte random salt. This is the second
+/// configuration of the OWASP Password Storage Cheat Sheet ("m=19456 (19 MiB), t=2, p=1"), and
+/// the `argon2` crate's `Params::DEFAULT`; a test holds the two together. A stored hash with
+/// weaker parameters is replaced at the next successful sign-in ([`PasswordHash::needs_rehash`]).
+pub const ARGON2_MEMORY_KIB: u32 = 19_456;
+/// Passes of the current parameters: see [`ARGON2_MEMORY_KIB`].
+pub const ARGON2_ITERATIONS: u32 = 2;
+/// Lanes of the current parameters: see [`ARGON2_MEMORY_KIB`].
+pub const ARGON2_PARALLELISM: u32 = 1;
 
 /// The shortest password accepted (NIST SP 800-63B's minimum).
 pub const MIN_PASSWORD_LENGTH: usize = 8;
@@ -40,10 +52,11 @@ impl Password {
         Ok(Self(SecretString::from(input.to_owned())))
     }
 
-    /// Hashes the password with argon2id and a new random salt.
+    /// Hashes the password with argon2id, the current parameters ([`ARGON2_MEMORY_KIB`]) and a
+    /// new random salt.
     pub fn hash(&self) -> Result<PasswordHash, ValidationError> {
         let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
+        current()
             .hash_password(self.0.expose_secret().as_bytes(), &salt)
             .map(|hash| PasswordHash(hash.to_string()))
             .map_err(|error| ValidationError::new("password", format!("cannot be hashed: {error}")))
@@ -103,11 +116,53 @@ impl PasswordHash {
         })
     }
 
+    /// A hash of a random password that nobody knows, made once per process with the current
+    /// parameters: a sign-in for an unknown address verifies against it, so that it costs the
+    /// same time as one for a known address and the answer's timing does not tell which
+    /// addresses have accounts.
+    #[must_use]
+    pub fn dummy() -> &'static Self {
+        static DUMMY: OnceLock<PasswordHash> = OnceLock::new();
+        DUMMY.get_or_init(|| {
+            let mut secret = [0_u8; 32];
+            argon2::password_hash::rand_core::RngCore::fill_bytes(&mut OsRng, &mut secret);
+            let salt = SaltString::generate(&mut OsRng);
+            current()
+                .hash_password(&secret, &salt)
+                .map_or_else(|_| Self(String::new()), |hash| Self(hash.to_string()))
+        })
+    }
+
+    /// True when this hash is weaker than what [`Password::hash`] makes now: not argon2id, an
+    /// older argon2 version, less memory or fewer passes than the current parameters, or a
+    /// shorter output. A hash that does not parse needs one too (it verifies nothing anyway).
+    #[must_use]
+    pub fn needs_rehash(&self) -> bool {
+        let Ok(hash) = PhcHash::new(&self.0) else { return true };
+        let Ok(params) = argon2::Params::try_from(&hash) else {
+            return true;
+        };
+        hash.algorithm.as_str() != "argon2id"
+            || hash
+                .version
+                .is_none_or(|version| version < u32::from(argon2::Version::V0x13))
+            || params.m_cost() < ARGON2_MEMORY_KIB
+            || params.t_cost() < ARGON2_ITERATIONS
+            || params.output_len().unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN) < argon2::Params::DEFAULT_OUTPUT_LEN
+    }
+
     /// The PHC string, for storage only.
     #[must_use]
     pub fn as_phc(&self) -> &str {
         &self.0
     }
+}
+
+/// argon2id with the current parameters.
+fn current() -> Argon2<'static> {
+    let params =
+        argon2::Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_PARALLELISM, None).unwrap_or_default();
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
 }
 
 impl fmt::Debug for PasswordHash {
@@ -151,6 +206,51 @@ mod tests {
         .to_string();
         assert!(argon2i.starts_with("$argon2i$"), "{argon2i}");
         assert!(!PasswordHash::from_stored(argon2i).verify(&password));
+    }
+
+    #[test]
+    fn the_current_parameters_are_owasps_and_the_crates_default() {
+        let default = argon2::Params::DEFAULT;
+        assert_eq!(
+            (default.m_cost(), default.t_cost(), default.p_cost()),
+            (ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_PARALLELISM)
+        );
+        let hash = Password::parse("correct horse battery")
+            .expect("valid")
+            .hash()
+            .expect("hash");
+        assert!(
+            hash.as_phc().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{}",
+            hash.as_phc()
+        );
+        assert!(!hash.needs_rehash());
+        // The dummy costs what a real hash costs: the same parameters.
+        assert!(
+            PasswordHash::dummy()
+                .as_phc()
+                .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
+        );
+        assert!(!PasswordHash::dummy().verify(&Password::parse("correct horse battery").expect("valid")));
+    }
+
+    #[test]
+    fn weaker_hashes_need_a_rehash() {
+        let weak = |m: u32, t: u32, p: u32| {
+            let params = argon2::Params::new(m, t, p, None).expect("params");
+            let hash = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .hash_password(b"correct horse battery", &SaltString::generate(&mut OsRng))
+                .expect("hash")
+                .to_string();
+            PasswordHash::from_stored(hash)
+        };
+        assert!(weak(8_192, 2, 1).needs_rehash(), "less memory");
+        assert!(weak(19_456, 1, 1).needs_rehash(), "fewer passes");
+        assert!(!weak(19_456, 2, 1).needs_rehash(), "the current parameters");
+        assert!(!weak(47_104, 2, 1).needs_rehash(), "stronger stays");
+        assert!(PasswordHash::from_stored("$argon2id$garbage".to_owned()).needs_rehash());
+        // The weaker hash still verifies, so a sign-in can replace it.
+        assert!(weak(8_192, 1, 1).verify(&Password::parse("correct horse battery").expect("valid")));
     }
 
     #[test]

@@ -110,6 +110,32 @@ pub enum MigratorError {
     /// state it needs.
     #[error("{0}")]
     Operation(String),
+    /// Migrations are pending and the role of this connection may not apply them: the
+    /// application connects as a role without DDL rights (`dbctl roles setup`).
+    #[error(
+        "{pending} migrations are pending, and role \"{role}\" may not apply them ({reason}): give the connection \
+         of the schema's owner in DATABASE_MIGRATION_URL (its password in DATABASE_MIGRATION_PASSWORD_FILE), or run \
+         `dbctl migrate` with it before starting this process"
+    )]
+    NeedsMigrationRole {
+        /// The role connected.
+        role: String,
+        /// How many migrations are pending.
+        pending: usize,
+        /// Why it may not: no `CREATE` on the schema, or tables it does not own.
+        reason: String,
+    },
+    /// The migration connection (`DATABASE_MIGRATION_URL`) reaches another database than the
+    /// application's.
+    #[error(
+        "DATABASE_MIGRATION_URL reaches database \"{migration}\", but the application's connection reaches \"{application}\""
+    )]
+    OtherDatabase {
+        /// What the migration connection reaches.
+        migration: String,
+        /// What the application's connection reaches.
+        application: String,
+    },
     /// A bookkeeping query failed.
     #[error("migration bookkeeping failed: {0}")]
     Database(#[from] diesel::result::Error),
@@ -300,21 +326,71 @@ impl Migrator {
     }
 
     /// Brings the database to the newest migration of the set. See the module documentation.
+    ///
+    /// On PostgreSQL, a role that may not create objects in the schema, or that does not own
+    /// its tables, gets [`MigratorError::NeedsMigrationRole`] when migrations are pending
+    /// instead of a half-applied run.
     pub fn run(&self, connection: &mut DbConnection) -> Result<MigrationReport, MigratorError> {
-        // The fast path: one query, no lock, no writes. It fails on a database without the
-        // history tables, which the locked path then creates.
-        if let Ok(status) = self.read_status(connection)
-            && status.is_at_head()
-            && status.unrecorded.is_empty()
-        {
-            warn_unknown(&status);
-            return Ok(MigrationReport {
-                version: status.applied.last().cloned(),
-                was_at_head: true,
-                ..MigrationReport::default()
-            });
+        if let Some(report) = self.at_head(connection) {
+            return Ok(report);
         }
+        Self::check_may_migrate(self, connection)?;
         self.with_lock(connection, Self::run_locked)
+    }
+
+    /// The fast path of [`Self::run`]: one query, no lock, no writes; `Some` when the database
+    /// is at head (nothing pending, dirty, edited or without a checksum). It fails quietly on a
+    /// database without the history tables, which the locked path creates.
+    pub fn at_head(&self, connection: &mut DbConnection) -> Option<MigrationReport> {
+        let status = self.read_status(connection).ok()?;
+        if !(status.is_at_head() && status.unrecorded.is_empty()) {
+            return None;
+        }
+        warn_unknown(&status);
+        Some(MigrationReport {
+            version: status.applied.last().cloned(),
+            was_at_head: true,
+            ..MigrationReport::default()
+        })
+    }
+
+    /// On PostgreSQL: refuses a role that may not change the schema, with the setting to give.
+    fn check_may_migrate(&self, connection: &mut DbConnection) -> Result<(), MigratorError> {
+        #[derive(QueryableByName)]
+        struct Rights {
+            #[diesel(sql_type = Text)]
+            role: String,
+            #[diesel(sql_type = Bool)]
+            may_create: bool,
+            #[diesel(sql_type = Nullable<Text>)]
+            not_owned: Option<String>,
+        }
+        if connection.backend() != Backend::Postgres {
+            return Ok(());
+        }
+        let rights: Rights = diesel::sql_query(
+            "SELECT current_user::text AS role,
+                    coalesce(has_schema_privilege(current_schema(), 'CREATE'), false) AS may_create,
+                    (SELECT string_agg(c.relname, ', ' ORDER BY c.relname) FROM pg_class c
+                     WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+                       AND c.relkind IN ('r', 'p') AND NOT pg_has_role(current_user, c.relowner, 'USAGE')) AS not_owned",
+        )
+        .get_result(connection)?;
+        let reason = if !rights.may_create {
+            "it has no CREATE privilege on the schema".to_owned()
+        } else if let Some(tables) = rights.not_owned {
+            format!("it does not own the tables {tables}")
+        } else {
+            return Ok(());
+        };
+        let pending = self
+            .read_status(connection)
+            .map_or(self.set.migrations().len(), |status| status.pending.len());
+        Err(MigratorError::NeedsMigrationRole {
+            role: rights.role,
+            pending,
+            reason,
+        })
     }
 
     /// The database's migration status, read without taking the lock or writing anything.
@@ -706,8 +782,10 @@ fn history_tables(connection: &mut DbConnection) -> Result<(bool, bool), Migrato
     Ok((exists.history, exists.state))
 }
 
-/// Creates the history tables if they are missing.
-fn ensure_tables(connection: &mut DbConnection) -> Result<(), MigratorError> {
+/// Creates the history tables if they are missing: `__diesel_schema_migrations` and
+/// `__migration_state`, owned by the role that runs this (the role setup runs it as the schema's
+/// owner, before it grants the application read access to them).
+pub fn ensure_tables(connection: &mut DbConnection) -> Result<(), MigratorError> {
     let history = match connection {
         DbConnection::Pg(pg) => pg.applied_migrations().map(drop),
         DbConnection::Sqlite(sqlite) => sqlite.applied_migrations().map(drop),

@@ -179,7 +179,7 @@ fn dump_postgres(
         let migrations = sql::applied_migrations(connection)?;
         let row_counts = sql::row_counts(connection)?;
         let schema_digest = sql::schema_digest(connection)?;
-        let mut command = pg_dump.command(database.config().target.expose_connection_string())?;
+        let mut command = pg_dump.command(database.config().target.connection_string()?.expose())?;
         command.args(["--format=custom", &format!("--snapshot={}", snapshot.snapshot)]);
         let mut running = Running::spawn(command, "pg_dump", Stdio::null(), Stdio::piped())?;
         let mut output = running.child.stdout.take().expect("stdout is piped");

@@ -37,6 +37,9 @@ pub enum BackupError {
     /// The database could not be reached.
     #[error(transparent)]
     Pool(#[from] database::PoolError),
+    /// A credential file of the configuration could not be read.
+    #[error(transparent)]
+    Config(#[from] database::ConfigError),
     /// A query of the backup itself failed.
     #[error("{context}: {source}")]
     Database {

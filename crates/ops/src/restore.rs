@@ -115,14 +115,15 @@ fn run(
                 settings,
                 manifest,
                 &path,
-                config.target.expose_connection_string(),
+                config.target.connection_string()?.expose(),
                 server_major,
                 extra,
             )?;
             has_tables
         }
         Backend::Sqlite => {
-            let text = config.target.expose_connection_string();
+            let text = config.target.connection_string()?;
+            let text = text.expose();
             if config.target.is_in_memory() || text.starts_with("file:") {
                 return Err(BackupError::Refused(format!(
                     "{target} is not a plain SQLite file path: restore into a file named by its path"

@@ -284,7 +284,7 @@ fn verify_postgres(
         ))?;
     drop(connection);
     let scratch = ScratchDatabase { database, name };
-    let mut url = url::Url::parse(database.config().target.expose_connection_string())
+    let mut url = url::Url::parse(database.config().target.connection_string()?.expose())
         .map_err(|error| BackupError::Settings(format!("the PostgreSQL connection string is not a URL: {error}")))?;
     url.set_path(&format!("/{}", scratch.name));
     let started = Instant::now();

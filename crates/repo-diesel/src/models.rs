@@ -1,8 +1,8 @@
 //! Row structs: what a table's row looks like to diesel. They never cross the repository traits;
 //! conversions to `domain` types happen at the edge.
 
-use crate::schema::{attendance, users};
-use database::sql_types::{DbTimestamp, DbUuid};
+use crate::schema::{attendance, audit_log, users};
+use database::sql_types::{DbJson, DbTimestamp, DbUuid};
 
 /// A row of `users`.
 #[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable, diesel::Selectable, diesel::Insertable)]
@@ -48,4 +48,29 @@ pub struct AttendanceRow {
     pub deleted_at: Option<DbTimestamp>,
     /// `attendance.deletion_batch_id`.
     pub deletion_batch_id: Option<DbUuid>,
+}
+
+/// A row of `audit_log`. Every column is written, `None` as NULL, so that SQLite takes many rows
+/// in one `INSERT`.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable, diesel::Selectable, diesel::Insertable)]
+#[diesel(table_name = audit_log, treat_none_as_default_value = false)]
+pub struct AuditRow {
+    /// `audit_log.id`.
+    pub id: DbUuid,
+    /// `audit_log.occurred_at`.
+    pub occurred_at: DbTimestamp,
+    /// `audit_log.actor`.
+    pub actor: String,
+    /// `audit_log.action`.
+    pub action: String,
+    /// `audit_log.entity_type`.
+    pub entity_type: String,
+    /// `audit_log.entity_id`.
+    pub entity_id: String,
+    /// `audit_log.old_values`.
+    pub old_values: Option<DbJson>,
+    /// `audit_log.new_values`.
+    pub new_values: Option<DbJson>,
+    /// `audit_log.correlation_id`.
+    pub correlation_id: Option<String>,
 }

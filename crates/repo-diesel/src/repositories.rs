@@ -3,21 +3,23 @@
 //! database errors become `RepoError`s.
 
 mod attendance;
+pub(crate) mod audit;
 mod search;
 mod users;
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
 use diesel::result::{DatabaseErrorKind, Error as DieselError, QueryResult};
 use domain::{
-    Attendance, AttendanceId, AttendanceWithUser, CheckIn, CheckOut, DailyTotal, Email, NewUser, User, UserChanges,
-    UserId, UserWithAttendance,
+    Attendance, AttendanceId, AttendanceWithUser, AuditContext, AuditEntity, AuditEntry, CheckIn, CheckOut, DailyTotal,
+    Email, NewUser, PasswordHash, User, UserChanges, UserId, UserWithAttendance,
 };
 use repo::{
-    AttendanceRepository, KeysetPage, KeysetRequest, OffsetPage, PageRequest, RepoError, Repositories, Scope,
-    TimeRange, Total, TotalMode, TransactionWork, UnitOfWork, UserFilter, UserRepository,
+    AttendanceRepository, AuditRepository, Cursor, Direction, KeysetPage, KeysetRequest, OffsetPage, PageRequest,
+    Position, RepoError, Repositories, Scope, TimeRange, Total, TotalMode, TransactionWork, UnitOfWork, UserFilter,
+    UserRepository,
 };
 
 use crate::expressions::planned_rows;
@@ -27,13 +29,23 @@ use database::transaction::{begin_savepoint, end_savepoint, write_transaction};
 use database::{Database, PoolError};
 
 pub use attendance::DieselAttendanceRepository;
+pub use audit::DieselAuditRepository;
 pub use users::DieselUserRepository;
+
+/// The context of repository calls made outside a unit of work: no actor named.
+static UNATTRIBUTED: LazyLock<AuditContext> = LazyLock::new(AuditContext::unattributed);
 
 /// Where a repository gets its connection: a pool (each call borrows one), or, inside a unit of
 /// work, the transaction's connection.
 pub trait Connections {
     /// Runs `work` on a connection.
     fn with<R>(&self, work: impl FnOnce(&mut DbConnection) -> Result<R, RepoError>) -> Result<R, RepoError>;
+
+    /// Who the calls are made for, written into their audit entries: the unit of work's
+    /// context, or no actor outside one.
+    fn audit_context(&self) -> &AuditContext {
+        &UNATTRIBUTED
+    }
 
     /// Runs the statements of `work` as one atomic step: in a write transaction of its own
     /// (`BEGIN IMMEDIATE` on SQLite), or, inside a unit of work, as part of the savepoint that
@@ -75,6 +87,10 @@ impl<T: Connections + ?Sized> Connections for &T {
         (**self).with(work)
     }
 
+    fn audit_context(&self) -> &AuditContext {
+        (**self).audit_context()
+    }
+
     fn atomic<R>(&self, work: impl FnOnce(&mut DbConnection) -> QueryResult<R>) -> Result<R, RepoError> {
         (**self).atomic(work)
     }
@@ -83,6 +99,10 @@ impl<T: Connections + ?Sized> Connections for &T {
 impl<T: Connections> Connections for Arc<T> {
     fn with<R>(&self, work: impl FnOnce(&mut DbConnection) -> Result<R, RepoError>) -> Result<R, RepoError> {
         (**self).with(work)
+    }
+
+    fn audit_context(&self) -> &AuditContext {
+        (**self).audit_context()
     }
 
     fn atomic<R>(&self, work: impl FnOnce(&mut DbConnection) -> QueryResult<R>) -> Result<R, RepoError> {
@@ -96,6 +116,7 @@ pub struct DieselStore {
     database: Arc<Database>,
     users: DieselUserRepository<Arc<Database>>,
     attendance: DieselAttendanceRepository<Arc<Database>>,
+    audit: DieselAuditRepository<Arc<Database>>,
 }
 
 impl DieselStore {
@@ -105,6 +126,7 @@ impl DieselStore {
         Self {
             users: DieselUserRepository::new(Arc::clone(&database)),
             attendance: DieselAttendanceRepository::new(Arc::clone(&database)),
+            audit: DieselAuditRepository::new(Arc::clone(&database)),
             database,
         }
     }
@@ -124,11 +146,17 @@ impl Repositories for DieselStore {
     fn attendance(&self) -> &dyn AttendanceRepository {
         &self.attendance
     }
+
+    fn audit(&self) -> &dyn AuditRepository {
+        &self.audit
+    }
 }
 
 /// The connection of a unit of work in progress.
 pub struct TransactionConnection<'c> {
     connection: RefCell<&'c mut DbConnection>,
+    /// Who the unit of work acts for.
+    context: &'c AuditContext,
     /// Set when a failed call could not be undone (its savepoint could not be rolled back or
     /// released): the transaction then holds effects nobody asked for, so every later call and
     /// the unit of work itself fail with this error, and nothing commits.
@@ -136,9 +164,10 @@ pub struct TransactionConnection<'c> {
 }
 
 impl<'c> TransactionConnection<'c> {
-    fn new(connection: &'c mut DbConnection) -> Self {
+    fn new(connection: &'c mut DbConnection, context: &'c AuditContext) -> Self {
         Self {
             connection: RefCell::new(connection),
+            context,
             poisoned: RefCell::new(None),
         }
     }
@@ -190,6 +219,10 @@ impl Connections for TransactionConnection<'_> {
         work(&mut connection)
     }
 
+    fn audit_context(&self) -> &AuditContext {
+        self.context
+    }
+
     fn atomic<R>(&self, work: impl FnOnce(&mut DbConnection) -> QueryResult<R>) -> Result<R, RepoError> {
         // Already inside the call's savepoint.
         self.with(|connection| work(connection).map_err(map_error))
@@ -202,6 +235,7 @@ struct TransactionRepositories<'t, 'c> {
     connection: &'t TransactionConnection<'c>,
     users: DieselUserRepository<&'t TransactionConnection<'c>>,
     attendance: DieselAttendanceRepository<&'t TransactionConnection<'c>>,
+    audit: DieselAuditRepository<&'t TransactionConnection<'c>>,
 }
 
 impl Repositories for TransactionRepositories<'_, '_> {
@@ -210,6 +244,10 @@ impl Repositories for TransactionRepositories<'_, '_> {
     }
 
     fn attendance(&self) -> &dyn AttendanceRepository {
+        self
+    }
+
+    fn audit(&self) -> &dyn AuditRepository {
         self
     }
 }
@@ -233,6 +271,12 @@ each_call_in_a_savepoint!(UserRepository, users, {
     fn get(&self, id: UserId, scope: Scope) -> Result<User, RepoError>;
     fn get_by_email(&self, email: &Email, scope: Scope) -> Result<User, RepoError>;
     fn update(&self, id: UserId, changes: UserChanges) -> Result<User, RepoError>;
+    fn replace_password_hash(
+        &self,
+        id: UserId,
+        expected: &PasswordHash,
+        replacement: PasswordHash,
+    ) -> Result<bool, RepoError>;
     fn set_active(&self, id: UserId, active: bool) -> Result<User, RepoError>;
     fn soft_delete(&self, id: UserId) -> Result<User, RepoError>;
     fn restore(&self, id: UserId) -> Result<User, RepoError>;
@@ -258,6 +302,10 @@ each_call_in_a_savepoint!(AttendanceRepository, attendance, {
     fn list_with_user(&self, scope: Scope, page: PageRequest) -> Result<OffsetPage<AttendanceWithUser>, RepoError>;
     fn soft_delete(&self, id: AttendanceId) -> Result<Attendance, RepoError>;
     fn restore(&self, id: AttendanceId) -> Result<Attendance, RepoError>;
+});
+
+each_call_in_a_savepoint!(AuditRepository, audit, {
+    fn trail(&self, entity: &AuditEntity, page: &KeysetRequest) -> Result<KeysetPage<AuditEntry>, RepoError>;
 });
 
 /// A transaction's outcome: the work's own error, or the database's.
@@ -293,15 +341,16 @@ impl std::fmt::Display for TransactionError {
 /// A unit of work: one pooled connection, one write transaction (`BEGIN IMMEDIATE` on SQLite),
 /// each repository call in a savepoint. `Ok` only after a successful COMMIT.
 impl UnitOfWork for DieselStore {
-    #[tracing::instrument(skip_all)]
-    fn transaction(&self, work: &mut dyn TransactionWork) -> Result<(), RepoError> {
+    #[tracing::instrument(skip_all, fields(actor = %context.actor()))]
+    fn transaction(&self, context: &AuditContext, work: &mut dyn TransactionWork) -> Result<(), RepoError> {
         let mut pooled = self.database.get().map_err(|error| unavailable(&error))?;
         let result = write_transaction::<_, TransactionError>(&mut pooled, |connection| {
-            let connection = TransactionConnection::new(connection);
+            let connection = TransactionConnection::new(connection, context);
             let repositories = TransactionRepositories {
                 connection: &connection,
                 users: DieselUserRepository::new(&connection),
                 attendance: DieselAttendanceRepository::new(&connection),
+                audit: DieselAuditRepository::new(&connection),
             };
             work.run(&repositories).map_err(TransactionError::Work)?;
             // The work may have carried on past a call whose savepoint could not be undone.
@@ -355,6 +404,63 @@ pub(crate) fn count_total(
             Ok(Total::Estimate(estimate))
         }
         (TotalMode::Exact | TotalMode::Estimate, PageEnd::Unknown, _) => Ok(Total::Exact(counted(count(connection)?))),
+    }
+}
+
+/// A position a caller handed back in a cursor for the list described by `context`, which must
+/// page the `expected` way.
+pub(crate) fn expect_direction(cursor: &Cursor, expected: Direction, context: &str) -> Result<Position, RepoError> {
+    let position = cursor.decode(context)?;
+    if position.direction != expected {
+        return Err(RepoError::validation(
+            "cursor",
+            "pages the other way: pass it as the other start",
+        ));
+    }
+    Ok(position)
+}
+
+/// A keyset page of `items` (at most the page's limit, in the order the query read them), with
+/// cursors from each item's `(timestamp, id)` position: `more` says the query found a row past
+/// the limit, `backward` that it read towards earlier items (they are reversed here), and
+/// `from_position` that the page started at a cursor.
+pub(crate) fn keyset_page<T>(
+    mut items: Vec<T>,
+    more: bool,
+    backward: bool,
+    from_position: bool,
+    position_of: impl Fn(&T) -> (DateTime<Utc>, uuid::Uuid),
+    context: &str,
+) -> KeysetPage<T> {
+    if backward {
+        items.reverse();
+    }
+    let cursor = |item: &T, direction| {
+        let (created_at, id) = position_of(item);
+        Cursor::encode(
+            Position {
+                created_at,
+                id,
+                direction,
+            },
+            context,
+        )
+    };
+    let (has_next, has_previous) = if backward {
+        (!items.is_empty(), more)
+    } else {
+        (more, from_position && !items.is_empty())
+    };
+    KeysetPage {
+        next: items
+            .last()
+            .filter(|_| has_next)
+            .map(|item| cursor(item, Direction::Forward)),
+        previous: items
+            .first()
+            .filter(|_| has_previous)
+            .map(|item| cursor(item, Direction::Backward)),
+        items,
     }
 }
 

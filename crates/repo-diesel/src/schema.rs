@@ -41,5 +41,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::{Nullable, Text};
+    use database::sql_types::{Instant, Json, Uuid};
+
+    /// Append-only record of sensitive operations.
+    audit_log (id) {
+        id -> Uuid,
+        occurred_at -> Instant,
+        actor -> Text,
+        action -> Text,
+        entity_type -> Text,
+        entity_id -> Text,
+        old_values -> Nullable<Json>,
+        new_values -> Nullable<Json>,
+        correlation_id -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(attendance -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, attendance);
+diesel::allow_tables_to_appear_in_same_query!(users, attendance, audit_log);

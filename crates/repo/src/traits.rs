@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use domain::{
-    Attendance, AttendanceId, AttendanceWithUser, CheckIn, CheckOut, DailyTotal, Email, NewUser, User, UserChanges,
-    UserId, UserWithAttendance,
+    Attendance, AttendanceId, AttendanceWithUser, AuditContext, AuditEntity, AuditEntry, CheckIn, CheckOut, DailyTotal,
+    Email, NewUser, PasswordHash, User, UserChanges, UserId, UserWithAttendance,
 };
 
 use crate::{KeysetPage, KeysetRequest, OffsetPage, PageRequest, RepoError};
@@ -61,6 +61,11 @@ pub struct UserFilter {
 }
 
 /// Users: create, read, change, soft-delete with restore, purge, and list.
+///
+/// Every change here is audited: the implementation writes an entry into the audit log in the
+/// same transaction as the change (`domain::audit::actions`), with the actor and correlation id
+/// of the unit of work it runs in ([`UnitOfWork::transaction`]); a call made outside a unit of
+/// work is recorded with the actor `none`.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait UserRepository {
     /// Creates a user. `Conflict` on `uq_users_email` when a live user has the address.
@@ -71,6 +76,15 @@ pub trait UserRepository {
     fn get_by_email(&self, email: &Email, scope: Scope) -> Result<User, RepoError>;
     /// Applies the changes that are set to a live user.
     fn update(&self, id: UserId, changes: UserChanges) -> Result<User, RepoError>;
+    /// Replaces a live user's password hash with `replacement`, only if it is still `expected`
+    /// (a sign-in that upgrades a weak hash must not undo a password change made meanwhile).
+    /// Returns whether it was replaced.
+    fn replace_password_hash(
+        &self,
+        id: UserId,
+        expected: &PasswordHash,
+        replacement: PasswordHash,
+    ) -> Result<bool, RepoError>;
     /// Deactivates (`false`) or reactivates (`true`) a live user.
     fn set_active(&self, id: UserId, active: bool) -> Result<User, RepoError>;
     /// Soft-deletes a live user and, in the same transaction, their live attendance, all under
@@ -128,12 +142,23 @@ pub trait AttendanceRepository {
     fn restore(&self, id: AttendanceId) -> Result<Attendance, RepoError>;
 }
 
+/// The audit log, read side: entries are written by the repositories themselves, in the
+/// transaction of the change they record, and are never changed or deleted.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+pub trait AuditRepository {
+    /// The trail of one entity, oldest first, a keyset page at a time. An entity with no
+    /// entries has an empty trail.
+    fn trail(&self, entity: &AuditEntity, page: &KeysetRequest) -> Result<KeysetPage<AuditEntry>, RepoError>;
+}
+
 /// The repositories of one transaction.
 pub trait Repositories {
     /// Users, inside the transaction.
     fn users(&self) -> &dyn UserRepository;
     /// Attendance, inside the transaction.
     fn attendance(&self) -> &dyn AttendanceRepository;
+    /// The audit log, inside the transaction.
+    fn audit(&self) -> &dyn AuditRepository;
 }
 
 /// The body of a transaction, as [`UnitOfWork::transaction`] takes it. Services normally use
@@ -153,6 +178,8 @@ impl<F: FnMut(&dyn Repositories) -> Result<(), RepoError>> TransactionWork for F
 /// Runs several repository calls in one transaction.
 ///
 /// The contract every implementation keeps:
+/// - Every sensitive change made in the work is audited with `context`'s actor and correlation
+///   id, in the same transaction: committed with it, or rolled back with it.
 /// - `Ok(())` only when the work returned `Ok` **and the COMMIT succeeded**; a COMMIT that fails
 ///   (a deferred constraint, a serialization failure, a lost connection) is returned as the error.
 ///   After an `Unavailable` from the COMMIT itself the outcome is unknown: the server may have
@@ -163,37 +190,46 @@ impl<F: FnMut(&dyn Repositories) -> Result<(), RepoError>> TransactionWork for F
 ///   `Conflict`, say) and carry on; what it commits is exactly the calls that succeeded.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait UnitOfWork {
-    /// Runs `work` in a transaction. Use [`UnitOfWorkExt::transact`] to get a value out.
-    fn transaction(&self, work: &mut dyn TransactionWork) -> Result<(), RepoError>;
+    /// Runs `work` in a transaction on behalf of `context`'s actor. Use
+    /// [`UnitOfWorkExt::transact`] to get a value out.
+    fn transaction(&self, context: &AuditContext, work: &mut dyn TransactionWork) -> Result<(), RepoError>;
 }
 
 /// The one way to run a transaction that returns a value, for every [`UnitOfWork`]: the diesel
 /// store, `dyn UnitOfWork` and the mocks alike.
 pub trait UnitOfWorkExt: UnitOfWork {
-    /// Runs `work` in one transaction and returns its value once the transaction has committed.
+    /// Runs `work` in one transaction on behalf of `context`'s actor and returns its value once
+    /// the transaction has committed.
     ///
     /// - The work's `Ok(value)` is returned only if the COMMIT succeeded; otherwise the
     ///   transaction's error is.
     /// - The work's own error `E` rolls the transaction back and is returned unchanged, whatever
     ///   the rollback reported.
-    fn transact<T, E>(&self, mut work: impl FnMut(&dyn Repositories) -> Result<T, E>) -> Result<T, E>
+    fn transact<T, E>(
+        &self,
+        context: &AuditContext,
+        mut work: impl FnMut(&dyn Repositories) -> Result<T, E>,
+    ) -> Result<T, E>
     where
         E: From<RepoError>,
     {
         let mut value: Option<T> = None;
         let mut work_error: Option<E> = None;
-        let outcome = self.transaction(&mut |repositories: &dyn Repositories| match work(repositories) {
-            Ok(produced) => {
-                value = Some(produced);
-                work_error = None;
-                Ok(())
-            }
-            Err(error) => {
-                value = None;
-                work_error = Some(error);
-                Err(RepoError::Internal("rolled back: the work failed".into()))
-            }
-        });
+        let outcome = self.transaction(
+            context,
+            &mut |repositories: &dyn Repositories| match work(repositories) {
+                Ok(produced) => {
+                    value = Some(produced);
+                    work_error = None;
+                    Ok(())
+                }
+                Err(error) => {
+                    value = None;
+                    work_error = Some(error);
+                    Err(RepoError::Internal("rolled back: the work failed".into()))
+                }
+            },
+        );
         if let Some(error) = work_error {
             return Err(error);
         }
@@ -218,6 +254,8 @@ pub struct MockRepositories {
     pub users: MockUserRepository,
     /// Expectations on attendance calls.
     pub attendance: MockAttendanceRepository,
+    /// Expectations on audit log reads.
+    pub audit: MockAuditRepository,
 }
 
 #[cfg(any(test, feature = "mock"))]
@@ -229,6 +267,10 @@ impl Repositories for MockRepositories {
     fn attendance(&self) -> &dyn AttendanceRepository {
         &self.attendance
     }
+
+    fn audit(&self) -> &dyn AuditRepository {
+        &self.audit
+    }
 }
 
 #[cfg(test)]
@@ -237,7 +279,7 @@ mod tests {
 
     /// A service-shaped function: two calls in one transaction.
     fn deactivate_by_email(unit_of_work: &dyn UnitOfWork, email: &Email) -> Result<User, RepoError> {
-        unit_of_work.transact(|repositories| {
+        unit_of_work.transact(&AuditContext::unattributed(), |repositories| {
             let user = repositories.users().get_by_email(email, Scope::Live)?;
             repositories.users().set_active(user.id, false)
         })
@@ -246,7 +288,7 @@ mod tests {
     /// A unit of work that runs the work, then fails as a failed COMMIT would.
     fn failing_commit() -> MockUnitOfWork {
         let mut unit_of_work = MockUnitOfWork::new();
-        unit_of_work.expect_transaction().times(1).returning(|work| {
+        unit_of_work.expect_transaction().times(1).returning(|_, work| {
             let mut repositories = MockRepositories::default();
             repositories
                 .users
@@ -302,20 +344,21 @@ mod tests {
             }
         }
         let mut unit_of_work = MockUnitOfWork::new();
-        unit_of_work.expect_transaction().times(1).returning(|work| {
+        unit_of_work.expect_transaction().times(1).returning(|_, work| {
             // The rollback's own report does not replace the work's error.
             work.run(&MockRepositories::default())
                 .and(Err(RepoError::Unavailable("rollback failed".into())))
         });
-        let result: Result<(), ServiceError> = unit_of_work.transact(|_| Err(ServiceError::Refused));
+        let result: Result<(), ServiceError> =
+            unit_of_work.transact(&AuditContext::unattributed(), |_| Err(ServiceError::Refused));
         assert_eq!(result, Err(ServiceError::Refused));
     }
 
     #[test]
     fn a_unit_of_work_that_skips_the_work_is_not_ok() {
         let mut unit_of_work = MockUnitOfWork::new();
-        unit_of_work.expect_transaction().returning(|_| Ok(()));
-        let result: Result<u32, RepoError> = unit_of_work.transact(|_| Ok(1));
+        unit_of_work.expect_transaction().returning(|_, _| Ok(()));
+        let result: Result<u32, RepoError> = unit_of_work.transact(&AuditContext::unattributed(), |_| Ok(1));
         assert!(matches!(result, Err(RepoError::Internal(_))), "{result:?}");
     }
 
@@ -323,7 +366,7 @@ mod tests {
     fn mocks_drive_a_transaction_and_propagate_errors() {
         let email = Email::parse("ann@example.com").expect("valid");
         let mut unit_of_work = MockUnitOfWork::new();
-        unit_of_work.expect_transaction().times(1).returning(|work| {
+        unit_of_work.expect_transaction().times(1).returning(|_, work| {
             let mut repositories = MockRepositories::default();
             repositories
                 .users

@@ -8,4 +8,4 @@ mod test_db;
 pub use builders::{AttendanceBuilder, DEFAULT_PASSWORD, UserBuilder, default_password_hash};
 
 pub use small_disk::SmallDisk;
-pub use test_db::{TestDb, template_name};
+pub use test_db::{TEST_ROLE_PREFIX, TestDb, template_name};

@@ -16,13 +16,33 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use migrator::Migrator;
 use migrator::migrations::{MigrationSet, checksum};
+use secrecy::SecretString;
+use security::roles::SetupOptions;
+use security::{OperatorContext, RoleName, RoleNames};
 use tempfile::TempDir;
+
+fn test_roles() -> RoleNames {
+    RoleNames::with_prefix(TEST_ROLE_PREFIX).expect("the test prefix is a valid role prefix")
+}
 
 /// A database for one test, removed when this value is dropped.
 pub struct TestDb {
+    /// Where the tests connect: on a migrated PostgreSQL database, as the application's login.
     target: DatabaseTarget,
+    /// On a migrated PostgreSQL database, the schema's owner, which migrates it.
+    owner: Option<DatabaseTarget>,
     cleanup: Cleanup,
 }
+
+/// The prefix of the roles the migrated PostgreSQL test databases are set up with
+/// (`security::setup_roles`): `attendance_test_owner` owns the schema and migrates it, and the
+/// tests connect as `attendance_test_app_blue`, a login of the application role
+/// `attendance_test_app`, which may only read and write rows. Roles are shared by every database
+/// of a server; the harness creates them once, with the template.
+pub const TEST_ROLE_PREFIX: &str = "attendance_test";
+
+/// The password of the test roles: the container's servers ask for one. Not a secret.
+const TEST_ROLE_PASSWORD: &str = "attendance-test-password";
 
 enum Cleanup {
     DropPostgres {
@@ -45,10 +65,13 @@ impl TestDb {
         Some(server.create_database("template0"))
     }
 
-    /// A new PostgreSQL database with every migration applied: a copy of a template database
-    /// that is migrated at most once per process (and kept on the server between runs, named by
-    /// the digest of the embedded migrations, so an edited migration gets a new template).
-    /// `None`, after saying so once, only when no PostgreSQL is available and `REQUIRE_POSTGRES=0`.
+    /// A new PostgreSQL database with every migration applied, set up with least-privilege
+    /// roles: a copy of a template database that is set up and migrated at most once per process
+    /// (and kept on the server between runs, named by the digest of the embedded migrations, so
+    /// an edited migration gets a new template). The database's [`TestDb::target`] connects as
+    /// the application's login (`attendance_test_app_blue`: rows only, no DDL), and
+    /// [`TestDb::owner_target`] as the schema's owner. `None`, after saying so once, only when
+    /// no PostgreSQL is available and `REQUIRE_POSTGRES=0`.
     ///
     /// # Panics
     /// When the server fails, or none is available (unless `REQUIRE_POSTGRES=0`).
@@ -56,7 +79,35 @@ impl TestDb {
     pub fn postgres_migrated() -> Option<Self> {
         let server = PostgresServer::get()?;
         let template = server.template();
-        Some(server.create_database(template))
+        let mut database = server.create_database(template);
+        let name = database.postgres_name().expect("a PostgreSQL test database").to_owned();
+        let names = test_roles();
+        database.target = server.target_as(&names.app_logins[0], &name);
+        database.owner = Some(server.target_as(&names.owner, &name));
+        Some(database)
+    }
+
+    /// The roles of a migrated PostgreSQL test database (see [`TestDb::postgres_migrated`]).
+    #[must_use]
+    pub fn roles() -> RoleNames {
+        test_roles()
+    }
+
+    /// On a migrated PostgreSQL database, the schema's owner (which may change the schema, and
+    /// which the application's login may not); `None` otherwise.
+    #[must_use]
+    pub fn owner_target(&self) -> Option<&DatabaseTarget> {
+        self.owner.as_ref()
+    }
+
+    /// A URL of this database's server for `database` as its administrator, a superuser or a
+    /// role that may create databases and roles; `None` for SQLite.
+    #[must_use]
+    pub fn admin_url(&self, database: &str) -> Option<String> {
+        match &self.cleanup {
+            Cleanup::DropPostgres { server, .. } => Some(server.url_of(database)),
+            _ => None,
+        }
     }
 
     /// A new SQLite file in its own temporary directory.
@@ -69,6 +120,7 @@ impl TestDb {
         let target = DatabaseTarget::sqlite_file(directory.path().join("scratch.sqlite3"));
         Self {
             target,
+            owner: None,
             cleanup: Cleanup::RemoveDirectory(directory),
         }
     }
@@ -82,6 +134,7 @@ impl TestDb {
     pub fn sqlite_in_memory() -> Self {
         Self {
             target: DatabaseTarget::sqlite_in_memory().expect("a directory for an in-memory database"),
+            owner: None,
             cleanup: Cleanup::Nothing,
         }
     }
@@ -117,10 +170,13 @@ impl TestDb {
         &self.target
     }
 
-    /// A configuration for this database with default settings.
+    /// A configuration for this database with default settings; on a migrated PostgreSQL
+    /// database with the owner as the migration connection, as a service would be configured.
     #[must_use]
     pub fn config(&self) -> DatabaseConfig {
-        DatabaseConfig::new(self.target.clone())
+        let mut config = DatabaseConfig::new(self.target.clone());
+        config.migration_target.clone_from(&self.owner);
+        config
     }
 
     /// Opens a pool on this database.
@@ -142,6 +198,22 @@ impl TestDb {
         database::connection::ConnectionManager::new(config.target, config.session, config.pool.connection_timeout)
             .establish()
             .unwrap_or_else(|error| panic!("cannot open test database: {error}"))
+    }
+}
+
+impl TestDb {
+    /// Opens one connection as the schema's owner on a migrated PostgreSQL database (for a test
+    /// that changes the schema, which the application's login may not), else as
+    /// [`TestDb::connect`] does.
+    ///
+    /// # Panics
+    /// When the database cannot be opened.
+    #[must_use]
+    pub fn connect_as_owner(&self) -> DbConnection {
+        let config = self.config().for_migrations();
+        database::connection::ConnectionManager::new(config.target, config.session, config.pool.connection_timeout)
+            .establish()
+            .unwrap_or_else(|error| panic!("cannot open test database as its owner: {error}"))
     }
 }
 
@@ -263,8 +335,21 @@ impl PostgresServer {
         let target = DatabaseTarget::postgres_url(&self.url_of(&name)).expect("a test database URL is valid");
         TestDb {
             target,
+            owner: None,
             cleanup: Cleanup::DropPostgres { server: self, name },
         }
+    }
+
+    /// `database` on this server as `role`, with the test roles' password as libpq parameters
+    /// (which take precedence over the URL's own user and password).
+    fn url_as(&self, role: &RoleName, database: &str) -> String {
+        let url = self.url_of(database);
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}user={role}&password={TEST_ROLE_PASSWORD}")
+    }
+
+    fn target_as(&self, role: &RoleName, database: &str) -> DatabaseTarget {
+        DatabaseTarget::postgres_url(&self.url_as(role, database)).expect("a test database URL is valid")
     }
 
     fn drop_database(&self, name: &str) -> QueryResult<()> {
@@ -329,19 +414,36 @@ impl PostgresServer {
         result.and(unlocked.map(drop).map_err(text))
     }
 
-    /// Applies every embedded migration to `database` through the start-up runner.
+    /// Sets `database` up with the test roles (as the administrator), then applies every
+    /// embedded migration through the start-up runner as the schema's owner, as a deployment
+    /// does (`dbctl roles setup`, then `dbctl migrate` over `DATABASE_MIGRATION_URL`).
     fn migrate(&self, database: &str) -> Result<(), String> {
-        let config = DatabaseConfig::new(
-            DatabaseTarget::postgres_url(&self.url_of(database)).map_err(|error| error.to_string())?,
-        );
-        let mut connection =
+        let text = |error: &dyn std::fmt::Display| error.to_string();
+        let open = |url: &str| {
+            let config = DatabaseConfig::new(DatabaseTarget::postgres_url(url).map_err(|error| text(&error))?);
             database::connection::ConnectionManager::new(config.target, config.session, config.pool.connection_timeout)
                 .establish()
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| text(&error))
+        };
+        let names = test_roles();
+        let password = || Some(SecretString::from(TEST_ROLE_PASSWORD.to_owned()));
+        let options = SetupOptions {
+            owner_password: password(),
+            readonly_password: password(),
+            context: OperatorContext::operator("test-fixtures").map_err(|error| text(&error))?,
+        };
+        let mut admin = open(&self.url_of(database))?;
+        security::setup_roles(&mut admin, &names, &options).map_err(|error| text(&error))?;
+        for login in &names.app_logins {
+            security::roles::set_password(&mut admin, login, &SecretString::from(TEST_ROLE_PASSWORD.to_owned()))
+                .map_err(|error| text(&error))?;
+        }
+        drop(admin);
+        let mut owner = open(&self.url_as(&names.owner, database))?;
         Migrator::embedded(Backend::Postgres, MigrationSettings::default())
-            .run(&mut connection)
+            .run(&mut owner)
             .map(drop)
-            .map_err(|error| error.to_string())
+            .map_err(|error| text(&error))
     }
 }
 
@@ -399,7 +501,7 @@ fn discard(admin: &mut PgConnection, name: &str) {
 
 /// Part of the template digest: bump it when a template built by the same migrations would still
 /// differ, for example when the runner's own bookkeeping tables change.
-const TEMPLATE_FORMAT: &str = "template format 1";
+const TEMPLATE_FORMAT: &str = "template format 2: least-privilege roles, migrated by the owner";
 
 /// `test_template_<digest>`: the digest covers [`TEMPLATE_FORMAT`] and every embedded PostgreSQL
 /// migration's name and both checksums, so any change to the migrations gets a fresh template.

@@ -5,15 +5,19 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use domain::audit::{REDACTED, actions};
 use domain::{
-    Attendance, AttendanceId, Email, FullName, NewUser, PasswordHash, User, UserChanges, UserId, UserWithAttendance,
+    Attendance, AttendanceId, AuditEntity, Email, FullName, NewUser, PasswordHash, User, UserChanges, UserId,
+    UserWithAttendance,
 };
 use repo::{
-    Cursor, Direction, KeysetPage, KeysetRequest, KeysetStart, MAX_SEARCH_CHARS, OffsetPage, PageRequest, Position,
-    RepoError, Scope, TimeRange, Total, UserFilter, UserRepository,
+    Direction, KeysetPage, KeysetRequest, KeysetStart, MAX_SEARCH_CHARS, OffsetPage, PageRequest, RepoError, Scope,
+    TimeRange, Total, UserFilter, UserRepository,
 };
+use serde_json::{Map, Value, json};
 
-use super::{Connections, PageEnd, count_total, map_error};
+use super::audit::{Change, record};
+use super::{Connections, PageEnd, count_total, expect_direction, keyset_page, map_error};
 use crate::expressions::{Explain, RowOrder, row_compare};
 use crate::models::{AttendanceRow, UserRow};
 use crate::schema::{attendance, users};
@@ -172,6 +176,62 @@ pub(crate) fn to_attendance(row: &AttendanceRow) -> Attendance {
     }
 }
 
+/// Users a retention purge deletes per statement: their ids are bound, within SQLite's limit
+/// of 32,766 variables, and their audit entries are written in as many rows.
+const PURGE_CHUNK: usize = 1_000;
+
+/// The audit entry of a change to user `id`.
+fn audited(
+    action: &'static str,
+    id: UserId,
+    old_values: Option<Value>,
+    new_values: Option<Value>,
+    at: DbTimestamp,
+) -> Change {
+    Change {
+        action,
+        entity: AuditEntity::user(id),
+        old_values,
+        new_values,
+        at,
+    }
+}
+
+/// An instant as the audit log's JSON shows it: RFC 3339, UTC, microseconds.
+fn instant(at: DbTimestamp) -> String {
+    at.0.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// How [`locked_row`] locks the row on PostgreSQL.
+#[derive(Debug, Clone, Copy)]
+enum Lock {
+    /// `FOR NO KEY UPDATE`, as an `UPDATE` that leaves the key alone takes (foreign-key checks
+    /// of concurrent check-ins go on).
+    NoKeyUpdate,
+    /// `FOR UPDATE`, as a `DELETE` takes.
+    Update,
+}
+
+/// The user's row in any scope, locked until the transaction ends on PostgreSQL, so that what a
+/// change's audit entry says was there before is what the change replaced; SQLite's write
+/// transaction (`BEGIN IMMEDIATE`) already excludes every other writer.
+fn locked_row(connection: &mut DbConnection, id: UserId, lock: Lock) -> QueryResult<Option<UserRow>> {
+    let query = users::table.filter(users::id.eq(key(id)));
+    match (connection, lock) {
+        (DbConnection::Pg(pg), Lock::NoKeyUpdate) => query
+            .select(UserRow::as_select())
+            .for_no_key_update()
+            .get_result(pg)
+            .optional(),
+        (DbConnection::Pg(pg), Lock::Update) => query
+            .select(UserRow::as_select())
+            .for_update()
+            .get_result(pg)
+            .optional(),
+        (DbConnection::Sqlite(sqlite), _) => query.select(UserRow::as_select()).get_result(sqlite).optional(),
+    }
+}
+
 #[derive(AsChangeset)]
 #[diesel(table_name = users)]
 struct UserChangeset {
@@ -246,11 +306,22 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
             deleted_at: None,
             deletion_batch_id: None,
         };
-        self.connections.with(|connection| {
-            diesel::insert_into(users::table)
-                .values(&row)
-                .execute(connection)
-                .map_err(map_error)
+        let registered = audited(
+            actions::USER_REGISTER,
+            UserId::from_uuid(row.id.0),
+            None,
+            Some(json!({
+                "email": row.email,
+                "full_name": row.full_name,
+                "password": REDACTED,
+                "is_active": true,
+            })),
+            now,
+        );
+        let context = self.connections.audit_context();
+        self.connections.atomic(|connection| {
+            diesel::insert_into(users::table).values(&row).execute(connection)?;
+            record(connection, context, &[registered])
         })?;
         to_user(&row)
     }
@@ -274,39 +345,105 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
             hashed_password: changes.password_hash.map(|hash| hash.as_phc().to_owned()),
         };
         let now = DbTimestamp(domain::time::now());
-        let updated = self.connections.with(|connection| {
-            diesel::update(
-                users::table
-                    .filter(users::id.eq(key(id)))
-                    .filter(users::deleted_at.is_null()),
-            )
-            .set((&changeset, users::updated_at.eq(greatest(users::updated_at, now))))
-            .execute(connection)
-            .map_err(map_error)
+        let context = self.connections.audit_context();
+        let updated = self.connections.atomic(|connection| {
+            let Some(before) = locked_row(connection, id, Lock::NoKeyUpdate)?.filter(|row| row.deleted_at.is_none())
+            else {
+                return Ok(false);
+            };
+            diesel::update(users::table.filter(users::id.eq(key(id))))
+                .set((&changeset, users::updated_at.eq(greatest(users::updated_at, now))))
+                .execute(connection)?;
+            let (mut old, mut new) = (Map::new(), Map::new());
+            if let Some(email) = &changeset.email {
+                old.insert("email".into(), before.email.into());
+                new.insert("email".into(), email.as_str().into());
+            }
+            if let Some(full_name) = &changeset.full_name {
+                old.insert("full_name".into(), before.full_name.into());
+                new.insert("full_name".into(), full_name.as_str().into());
+            }
+            if changeset.hashed_password.is_some() {
+                old.insert("password".into(), REDACTED.into());
+                new.insert("password".into(), REDACTED.into());
+            }
+            let change = audited(actions::USER_UPDATE, id, Some(old.into()), Some(new.into()), now);
+            record(connection, context, &[change])?;
+            Ok(true)
         })?;
-        if updated == 0 {
+        if !updated {
             return Err(RepoError::not_found("user", &id));
         }
         self.get(id, Scope::Live)
     }
 
+    #[tracing::instrument(skip(self, expected, replacement))]
+    fn replace_password_hash(
+        &self,
+        id: UserId,
+        expected: &PasswordHash,
+        replacement: PasswordHash,
+    ) -> Result<bool, RepoError> {
+        let now = DbTimestamp(domain::time::now());
+        let context = self.connections.audit_context();
+        self.connections.atomic(|connection| {
+            let replaced = diesel::update(
+                users::table
+                    .filter(users::id.eq(key(id)))
+                    .filter(users::deleted_at.is_null())
+                    .filter(users::hashed_password.eq(expected.as_phc())),
+            )
+            .set((
+                users::hashed_password.eq(replacement.as_phc()),
+                users::updated_at.eq(greatest(users::updated_at, now)),
+            ))
+            .execute(connection)?;
+            if replaced == 1 {
+                let secret = json!({ "password": REDACTED });
+                let change = audited(
+                    actions::USER_PASSWORD_REHASH,
+                    id,
+                    Some(secret.clone()),
+                    Some(secret),
+                    now,
+                );
+                record(connection, context, &[change])?;
+            }
+            Ok(replaced == 1)
+        })
+    }
+
     #[tracing::instrument(skip(self))]
     fn set_active(&self, id: UserId, active: bool) -> Result<User, RepoError> {
         let now = DbTimestamp(domain::time::now());
-        let updated = self.connections.with(|connection| {
-            diesel::update(
-                users::table
-                    .filter(users::id.eq(key(id)))
-                    .filter(users::deleted_at.is_null()),
-            )
-            .set((
-                users::is_active.eq(active),
-                users::updated_at.eq(greatest(users::updated_at, now)),
-            ))
-            .execute(connection)
-            .map_err(map_error)
+        let context = self.connections.audit_context();
+        let updated = self.connections.atomic(|connection| {
+            let Some(before) = locked_row(connection, id, Lock::NoKeyUpdate)?.filter(|row| row.deleted_at.is_none())
+            else {
+                return Ok(false);
+            };
+            diesel::update(users::table.filter(users::id.eq(key(id))))
+                .set((
+                    users::is_active.eq(active),
+                    users::updated_at.eq(greatest(users::updated_at, now)),
+                ))
+                .execute(connection)?;
+            let action = if active {
+                actions::USER_REACTIVATE
+            } else {
+                actions::USER_DEACTIVATE
+            };
+            let change = audited(
+                action,
+                id,
+                Some(json!({ "is_active": before.is_active })),
+                Some(json!({ "is_active": active })),
+                now,
+            );
+            record(connection, context, &[change])?;
+            Ok(true)
         })?;
-        if updated == 0 {
+        if !updated {
             return Err(RepoError::not_found("user", &id));
         }
         self.get(id, Scope::Live)
@@ -316,6 +453,7 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
     fn soft_delete(&self, id: UserId) -> Result<User, RepoError> {
         let now = DbTimestamp(domain::time::now());
         let batch = DbUuid(uuid::Uuid::now_v7());
+        let context = self.connections.audit_context();
         let deleted = self.connections.atomic(|connection| {
             let deleted = diesel::update(
                 users::table
@@ -331,7 +469,7 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
             if deleted == 1 {
                 // The same batch marks the attendance that goes with the user, so a
                 // restore brings back exactly these rows.
-                diesel::update(
+                let records = diesel::update(
                     attendance::table
                         .filter(attendance::user_id.eq(key(id)))
                         .filter(attendance::deleted_at.is_null()),
@@ -342,6 +480,18 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
                     attendance::updated_at.eq(greatest(attendance::updated_at, now)),
                 ))
                 .execute(connection)?;
+                let change = audited(
+                    actions::USER_SOFT_DELETE,
+                    id,
+                    Some(json!({ "deleted_at": null })),
+                    Some(json!({
+                        "deleted_at": instant(now),
+                        "deletion_batch_id": batch.0.to_string(),
+                        "attendance_records": records,
+                    })),
+                    now,
+                );
+                record(connection, context, &[change])?;
             }
             Ok(deleted)
         })?;
@@ -354,14 +504,17 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
     #[tracing::instrument(skip(self))]
     fn restore(&self, id: UserId) -> Result<User, RepoError> {
         let now = DbTimestamp(domain::time::now());
+        let context = self.connections.audit_context();
         let restored = self.connections.atomic(|connection| {
-            let batch: Option<Option<DbUuid>> = users::table
+            let deletion: Option<(Option<DbTimestamp>, Option<DbUuid>)> = users::table
                 .filter(users::id.eq(key(id)))
                 .filter(users::deleted_at.is_not_null())
-                .select(users::deletion_batch_id)
+                .select((users::deleted_at, users::deletion_batch_id))
                 .first(connection)
                 .optional()?;
-            let Some(batch) = batch else { return Ok(false) };
+            let Some((deleted_at, batch)) = deletion else {
+                return Ok(false);
+            };
             // Only the deletion just read: a concurrent delete/restore/delete makes this
             // restore a no-op rather than reviving a newer batch half-way.
             let restored = diesel::update(
@@ -378,7 +531,7 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
             if restored == 0 {
                 return Ok(false);
             }
-            diesel::update(
+            let records = diesel::update(
                 attendance::table
                     .filter(attendance::user_id.eq(key(id)))
                     .filter(attendance::deletion_batch_id.eq(batch)),
@@ -389,6 +542,17 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
                 attendance::updated_at.eq(greatest(attendance::updated_at, now)),
             ))
             .execute(connection)?;
+            let change = audited(
+                actions::USER_RESTORE,
+                id,
+                Some(json!({
+                    "deleted_at": deleted_at.map(instant),
+                    "deletion_batch_id": batch.map(|batch| batch.0.to_string()),
+                })),
+                Some(json!({ "deleted_at": null, "attendance_records": records })),
+                now,
+            );
+            record(connection, context, &[change])?;
             Ok(true)
         })?;
         if !restored {
@@ -399,12 +563,25 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
 
     #[tracing::instrument(skip(self))]
     fn purge(&self, id: UserId) -> Result<(), RepoError> {
-        let purged = self.connections.with(|connection| {
-            diesel::delete(users::table.filter(users::id.eq(key(id))))
-                .execute(connection)
-                .map_err(map_error)
+        let now = DbTimestamp(domain::time::now());
+        let context = self.connections.audit_context();
+        let purged = self.connections.atomic(|connection| {
+            let Some(before) = locked_row(connection, id, Lock::Update)? else {
+                return Ok(false);
+            };
+            diesel::delete(users::table.filter(users::id.eq(key(id)))).execute(connection)?;
+            // No email or name: a purge is how personal data leaves, so its entry keeps none.
+            let change = audited(
+                actions::USER_PURGE,
+                id,
+                Some(json!({ "deleted_at": before.deleted_at.map(instant) })),
+                None,
+                now,
+            );
+            record(connection, context, &[change])?;
+            Ok(true)
         })?;
-        if purged == 0 {
+        if !purged {
             return Err(RepoError::not_found("user", &id));
         }
         Ok(())
@@ -415,10 +592,37 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
         // Outside the years 1 to 9999 is refused on both backends: SQLite's text order would
         // put a year-10000 cutoff before every stored date and purge nothing.
         let cutoff = DbTimestamp(domain::time::storable(cutoff, "cutoff")?);
-        let purged = self.connections.with(|connection| {
-            diesel::delete(users::table.filter(users::deleted_at.lt(cutoff)))
-                .execute(connection)
-                .map_err(map_error)
+        let now = DbTimestamp(domain::time::now());
+        let context = self.connections.audit_context();
+        let purged = self.connections.atomic(|connection| {
+            // Locked on PostgreSQL, so that a concurrent restore waits and every entry written
+            // below is of a user deleted here; SQLite's write transaction excludes writers.
+            let expired = users::table
+                .filter(users::deleted_at.lt(cutoff))
+                .select((users::id, users::deleted_at));
+            let expired: Vec<(DbUuid, Option<DbTimestamp>)> = match connection {
+                DbConnection::Pg(pg) => expired.for_update().load(pg)?,
+                DbConnection::Sqlite(sqlite) => expired.load(sqlite)?,
+            };
+            let mut purged = 0;
+            for chunk in expired.chunks(PURGE_CHUNK) {
+                let changes: Vec<Change> = chunk
+                    .iter()
+                    .map(|(id, deleted_at)| {
+                        audited(
+                            actions::USER_RETENTION_PURGE,
+                            UserId::from_uuid(id.0),
+                            Some(json!({ "deleted_at": deleted_at.map(instant) })),
+                            Some(json!({ "retention_cutoff": instant(cutoff) })),
+                            now,
+                        )
+                    })
+                    .collect();
+                record(connection, context, &changes)?;
+                let ids: Vec<DbUuid> = chunk.iter().map(|(id, _)| *id).collect();
+                purged += diesel::delete(users::table.filter(users::id.eq_any(ids))).execute(connection)?;
+            }
+            Ok(purged)
         })?;
         Ok(u64::try_from(purged).unwrap_or(u64::MAX))
     }
@@ -461,40 +665,19 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
                 .map_err(map_error)
         })?;
         let more = rows.len() > usize::try_from(page.limit()).unwrap_or(usize::MAX);
-        let mut users: Vec<User> = rows
+        let users: Vec<User> = rows
             .iter()
             .take(usize::try_from(page.limit()).unwrap_or(usize::MAX))
             .map(to_user)
             .collect::<Result<_, _>>()?;
-        if backward {
-            users.reverse();
-        }
-        let cursor = |user: &User, direction| {
-            Cursor::encode(
-                Position {
-                    created_at: user.created_at,
-                    id: *user.id.as_uuid(),
-                    direction,
-                },
-                &context,
-            )
-        };
-        let (has_next, has_previous) = if backward {
-            (!users.is_empty(), more)
-        } else {
-            (more, position.is_some() && !users.is_empty())
-        };
-        Ok(KeysetPage {
-            next: users
-                .last()
-                .filter(|_| has_next)
-                .map(|user| cursor(user, Direction::Forward)),
-            previous: users
-                .first()
-                .filter(|_| has_previous)
-                .map(|user| cursor(user, Direction::Backward)),
-            items: users,
-        })
+        Ok(keyset_page(
+            users,
+            more,
+            backward,
+            position.is_some(),
+            |user: &User| (user.created_at, *user.id.as_uuid()),
+            &context,
+        ))
     }
 
     fn list_with_attendance(
@@ -538,15 +721,4 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
             .collect();
         Ok(OffsetPage::new(items, page, has_next, total))
     }
-}
-
-fn expect_direction(cursor: &Cursor, expected: Direction, context: &str) -> Result<Position, RepoError> {
-    let position = cursor.decode(context)?;
-    if position.direction != expected {
-        return Err(RepoError::validation(
-            "cursor",
-            "pages the other way: pass it as the other start",
-        ));
-    }
-    Ok(position)
 }

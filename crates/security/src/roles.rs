@@ -1,0 +1,471 @@
+//! Least privilege on PostgreSQL: one call, [`setup_roles`], makes (or brings back to) the
+//! roles the application needs, and nothing more:
+//!
+//! - the **owner** (`<prefix>_owner`, LOGIN): owns the database, the schema and every object in
+//!   it, and runs the migrations (`DATABASE_MIGRATION_URL`);
+//! - the **application** role (`<prefix>_app`, NOLOGIN): `SELECT`, `INSERT`, `UPDATE`,
+//!   `DELETE` on the tables, `SELECT` only on the migration runner's history tables (the
+//!   at-head check reads them), `SELECT` and `INSERT` only on `audit_log`; no DDL, no
+//!   `TRUNCATE`, no `CREATE` anywhere;
+//! - two **login** roles of the application (`<prefix>_app_blue`, `<prefix>_app_green`, LOGIN,
+//!   members of the application role, with no privilege of their own), alternated by
+//!   `rotation::rotate_credentials` so that a password changes without a failed call;
+//! - a **read-only** role for reporting (`<prefix>_readonly`, LOGIN): `SELECT` on the tables.
+//!
+//! `PUBLIC` keeps no privilege on the database or the schema (`REVOKE CREATE ON SCHEMA public
+//! FROM PUBLIC` among them: databases upgraded from before PostgreSQL 15 still allow it), and
+//! `ALTER DEFAULT PRIVILEGES FOR ROLE <owner>` covers the tables later migrations create:
+//! without `FOR ROLE`, default privileges cover only objects created by the role that ran them.
+//! Every role is held to `NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS`, and
+//! memberships that would widen a role are revoked. Running it again changes nothing that is
+//! already right, and reports what it changed.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::audit::{self, Entry, OperatorContext, actions};
+use crate::statements::{
+    current_database, current_user, fact, is_member, role_attributes, role_exists, run, run_secret, texts,
+};
+use crate::{RoleName, SecurityError};
+use database::DbConnection;
+use database::transaction::write_transaction;
+
+/// The longest prefix [`RoleNames::with_prefix`] takes, leaving room for `_app_green`.
+pub const MAX_PREFIX_LENGTH: usize = 48;
+
+/// Serialises the setups of one database (`pg_advisory_xact_lock`): "roles" in ASCII.
+const SETUP_LOCK: i64 = 0x726f_6c65_73;
+
+/// The roles of one database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoleNames {
+    /// Owns the schema and runs the migrations.
+    pub owner: RoleName,
+    /// Holds the application's privileges; cannot log in.
+    pub app: RoleName,
+    /// The two logins of the application role, alternated by rotation.
+    pub app_logins: [RoleName; 2],
+    /// Reads every table, writes none.
+    pub readonly: RoleName,
+}
+
+impl RoleNames {
+    /// `<prefix>_owner`, `<prefix>_app`, `<prefix>_app_blue`, `<prefix>_app_green` and
+    /// `<prefix>_readonly`; the prefix follows the rules of [`RoleName`] and is at most
+    /// [`MAX_PREFIX_LENGTH`] characters.
+    pub fn with_prefix(prefix: &str) -> Result<Self, SecurityError> {
+        if prefix.len() > MAX_PREFIX_LENGTH {
+            return Err(SecurityError::Invalid(format!(
+                "role prefix {prefix:?} is longer than {MAX_PREFIX_LENGTH} characters"
+            )));
+        }
+        RoleName::parse(prefix)?;
+        let name = |suffix: &str| RoleName::parse(&format!("{prefix}_{suffix}"));
+        Ok(Self {
+            owner: name("owner")?,
+            app: name("app")?,
+            app_logins: [name("app_blue")?, name("app_green")?],
+            readonly: name("readonly")?,
+        })
+    }
+}
+
+/// What a setup may set besides roles and privileges.
+#[derive(Debug, Clone)]
+pub struct SetupOptions {
+    /// A new password for the owner (sent as a SCRAM-SHA-256 verifier, never in clear).
+    pub owner_password: Option<SecretString>,
+    /// A new password for the read-only role.
+    pub readonly_password: Option<SecretString>,
+    /// Who runs the setup, for its audit entry.
+    pub context: OperatorContext,
+}
+
+/// What a setup did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetupReport {
+    /// The database set up.
+    pub database: String,
+    /// The roles.
+    pub roles: RoleNames,
+    /// Roles created by this run.
+    pub created: Vec<String>,
+    /// Everything else this run changed, one line each (empty when all was right already,
+    /// apart from the grants and default privileges, which are stated again every time).
+    pub changed: Vec<String>,
+    /// Whether the setup's audit entry was written: `false` only before the first migration,
+    /// when the database has no audit log yet.
+    pub audited: bool,
+}
+
+/// Which kind of role a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Owner,
+    Group,
+    Login,
+    ReadOnly,
+}
+
+/// Sets up the roles of the connection's database, in one transaction (`CREATE ROLE` and the
+/// grants are transactional on PostgreSQL: a failure leaves everything as it was). The
+/// connection must be a superuser's, or a role with `CREATEROLE` (which is then made a member
+/// of the owner, so that it may act as the owner) that may change the database's owner.
+pub fn setup_roles(
+    connection: &mut DbConnection,
+    names: &RoleNames,
+    options: &SetupOptions,
+) -> Result<SetupReport, SecurityError> {
+    if !matches!(connection, DbConnection::Pg(_)) {
+        return Err(SecurityError::NotPostgres("roles setup"));
+    }
+    write_transaction(connection, |connection| {
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query("SELECT pg_advisory_xact_lock($1)").bind::<diesel::sql_types::BigInt, _>(SETUP_LOCK),
+            connection,
+        )
+        .map_err(SecurityError::database("waiting for another roles setup"))?;
+        let mut setup = Setup {
+            connection,
+            names,
+            created: Vec::new(),
+            changed: Vec::new(),
+        };
+        setup.check_admin()?;
+        let (database_quoted, database) = current_database(setup.connection)?;
+        setup.roles()?;
+        setup.passwords(options)?;
+        setup.database(&database_quoted)?;
+        setup.ownership()?;
+        // The rest as the owner: its own tables, its own default privileges.
+        run(setup.connection, &format!("SET LOCAL ROLE {}", names.owner.quoted()))?;
+        migrator::ensure_tables(setup.connection)?;
+        setup.grants()?;
+        let audited = audit::has_audit_log(setup.connection)?;
+        let report = SetupReport {
+            database,
+            roles: names.clone(),
+            created: setup.created,
+            changed: setup.changed,
+            audited,
+        };
+        if audited {
+            audit::record(
+                connection,
+                &options.context,
+                &Entry {
+                    action: actions::ROLES_SETUP,
+                    entity_type: "database",
+                    entity_id: &report.database,
+                    old_values: None,
+                    new_values: Some(json!({
+                        "roles": report.roles,
+                        "created": report.created,
+                        "changed": report.changed,
+                        "owner_password_set": options.owner_password.is_some(),
+                        "readonly_password_set": options.readonly_password.is_some(),
+                    })),
+                },
+            )?;
+        }
+        run(connection, "RESET ROLE")?;
+        Ok(report)
+    })
+}
+
+struct Setup<'a> {
+    connection: &'a mut DbConnection,
+    names: &'a RoleNames,
+    created: Vec<String>,
+    changed: Vec<String>,
+}
+
+impl Setup<'_> {
+    fn check_admin(&mut self) -> Result<(), SecurityError> {
+        let admin = current_user(self.connection)?;
+        let allowed = fact(
+            self.connection,
+            "SELECT (rolsuper OR rolcreaterole) AS value FROM pg_roles WHERE rolname = $1",
+            &admin,
+        )?;
+        if allowed {
+            Ok(())
+        } else {
+            Err(SecurityError::NotAllowed(
+                "roles setup needs a superuser, or a role with CREATEROLE: connect as one in DATABASE_URL".to_owned(),
+            ))
+        }
+    }
+
+    fn roles(&mut self) -> Result<(), SecurityError> {
+        let names = self.names.clone();
+        let kinds = [
+            (&names.owner, Kind::Owner),
+            (&names.app, Kind::Group),
+            (&names.app_logins[0], Kind::Login),
+            (&names.app_logins[1], Kind::Login),
+            (&names.readonly, Kind::ReadOnly),
+        ];
+        for (role, kind) in kinds {
+            let login = if kind == Kind::Group { "NOLOGIN" } else { "LOGIN" };
+            let attributes = format!("{login} INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS");
+            if role_exists(self.connection, role)? {
+                // Only a role that is wider than it should be is altered (and reported).
+                let attributes_now = role_attributes(self.connection, role)?;
+                if attributes_now.wide || attributes_now.can_login != (kind != Kind::Group) {
+                    run(
+                        self.connection,
+                        &format!("ALTER ROLE {} WITH {attributes}", role.quoted()),
+                    )?;
+                    self.changed.push(format!("role {role} set to {attributes}"));
+                }
+            } else {
+                run(
+                    self.connection,
+                    &format!("CREATE ROLE {} WITH {attributes}", role.quoted()),
+                )?;
+                self.created.push(role.to_string());
+            }
+        }
+        // Memberships: each login of the application is a member of the application role and
+        // of nothing else; the other roles are members of nothing.
+        for (role, allowed) in [
+            (&names.owner, None),
+            (&names.app, None),
+            (&names.app_logins[0], Some(&names.app)),
+            (&names.app_logins[1], Some(&names.app)),
+            (&names.readonly, None),
+        ] {
+            let groups = texts(
+                self.connection,
+                "SELECT g.rolname::text AS value FROM pg_auth_members m
+                 JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
+                 WHERE r.rolname = $1 ORDER BY 1",
+                role.as_str(),
+            )?;
+            for group in groups
+                .iter()
+                .filter(|group| Some(group.as_str()) != allowed.map(RoleName::as_str))
+            {
+                let group = RoleName::parse(group).map_err(|_| {
+                    SecurityError::NotAllowed(format!(
+                        "role {role} is a member of {group:?}: revoke that membership by hand"
+                    ))
+                })?;
+                run(
+                    self.connection,
+                    &format!("REVOKE {} FROM {}", group.quoted(), role.quoted()),
+                )?;
+                self.changed
+                    .push(format!("role {role} is no longer a member of {group}"));
+            }
+            if let Some(group) = allowed
+                && !groups.iter().any(|member_of| member_of == group.as_str())
+            {
+                run(
+                    self.connection,
+                    &format!("GRANT {} TO {}", group.quoted(), role.quoted()),
+                )?;
+                self.changed.push(format!("role {role} is a member of {group}"));
+            }
+        }
+        // A CREATEROLE administrator acts as the owner below (SET ROLE): it must be a member.
+        let admin = current_user(self.connection)?;
+        if !is_member(self.connection, &admin, &names.owner)? {
+            run(
+                self.connection,
+                &format!("GRANT {} TO CURRENT_USER", names.owner.quoted()),
+            )?;
+            self.changed
+                .push(format!("{admin} is a member of {} to act as the owner", names.owner));
+        }
+        Ok(())
+    }
+
+    fn passwords(&mut self, options: &SetupOptions) -> Result<(), SecurityError> {
+        for (role, password) in [
+            (&self.names.owner, &options.owner_password),
+            (&self.names.readonly, &options.readonly_password),
+        ] {
+            if let Some(password) = password {
+                set_password(self.connection, role, password)?;
+                self.changed.push(format!("role {role} has a new password"));
+            }
+        }
+        Ok(())
+    }
+
+    fn database(&mut self, database: &str) -> Result<(), SecurityError> {
+        let owner = &self.names.owner;
+        let owned = fact(
+            self.connection,
+            "SELECT pg_get_userbyid(datdba)::text = $1 AS value FROM pg_database WHERE datname = current_database()",
+            owner.as_str(),
+        )?;
+        if !owned {
+            run(
+                self.connection,
+                &format!("ALTER DATABASE {database} OWNER TO {}", owner.quoted()),
+            )?;
+            self.changed.push(format!("database {database} is owned by {owner}"));
+        }
+        let public_schema_owned = fact(
+            self.connection,
+            "SELECT pg_get_userbyid(nspowner)::text = $1 AS value FROM pg_namespace WHERE nspname = 'public'",
+            owner.as_str(),
+        )?;
+        if !public_schema_owned {
+            run(
+                self.connection,
+                &format!("ALTER SCHEMA public OWNER TO {}", owner.quoted()),
+            )?;
+            self.changed.push(format!("schema public is owned by {owner}"));
+        }
+        let (owner, app, readonly) = (owner.quoted(), self.names.app.quoted(), self.names.readonly.quoted());
+        for statement in [
+            format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC"),
+            format!("GRANT CONNECT ON DATABASE {database} TO {app}, {readonly}"),
+            "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_owned(),
+            format!("GRANT USAGE ON SCHEMA public TO {app}, {readonly}"),
+            // The tables the owner creates from now on, whoever runs this. Without FOR ROLE,
+            // default privileges cover only objects created by the role that ran the statement
+            // (here the administrator), the most common mistake of a migrator/application split.
+            format!(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public \
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app}"
+            ),
+            format!(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {app}"
+            ),
+            format!("ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT SELECT ON TABLES TO {readonly}"),
+            format!(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT SELECT ON SEQUENCES TO {readonly}"
+            ),
+            format!("ALTER DEFAULT PRIVILEGES FOR ROLE {owner} REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC"),
+        ] {
+            run(self.connection, &statement)?;
+        }
+        Ok(())
+    }
+
+    /// Every table, view, sequence, function and the `extensions` schema the migrations made
+    /// belongs to the owner (a database migrated before the roles existed belongs to whoever
+    /// migrated it). Objects of extensions and sequences owned by a column move with theirs.
+    fn ownership(&mut self) -> Result<(), SecurityError> {
+        let statements = texts(
+            self.connection,
+            "SELECT format('ALTER %s %s OWNER TO %I', kind, name, $1) AS value FROM (
+                SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                      WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind,
+                       format('%I.%I', n.nspname, c.relname) AS name
+                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname IN ('public', 'extensions') AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+                  AND pg_get_userbyid(c.relowner) <> $1
+                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                  AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
+                UNION ALL
+                SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,
+                       p.oid::regprocedure::text
+                FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname IN ('public', 'extensions') AND pg_get_userbyid(p.proowner) <> $1
+                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                                  AND d.objid = p.oid AND d.deptype = 'e')
+                UNION ALL
+                SELECT 'SCHEMA', quote_ident(nspname) FROM pg_namespace
+                WHERE nspname = 'extensions' AND pg_get_userbyid(nspowner) <> $1
+             ) objects ORDER BY 1",
+            self.names.owner.as_str(),
+        )?;
+        for statement in statements {
+            run(self.connection, &statement)?;
+            self.changed.push(statement);
+        }
+        Ok(())
+    }
+
+    /// Run as the owner: the privileges on today's tables.
+    fn grants(&mut self) -> Result<(), SecurityError> {
+        let app = self.names.app.quoted();
+        let readonly = self.names.readonly.quoted();
+        let logins = format!(
+            "{}, {}",
+            self.names.app_logins[0].quoted(),
+            self.names.app_logins[1].quoted()
+        );
+        let mut statements = vec![
+            // Nobody but these roles, and nothing wider than each needs.
+            "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC".to_owned(),
+            "REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM PUBLIC".to_owned(),
+            "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC".to_owned(),
+            format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {logins}, {readonly}, {app}"),
+            format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {logins}, {readonly}, {app}"),
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app}"),
+            format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app}"),
+            format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {readonly}"),
+            format!("GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {readonly}"),
+            // The runner's history: read by the at-head check, written only by migrations.
+            format!(
+                "REVOKE INSERT, UPDATE, DELETE ON {}, {} FROM {app}",
+                migrator::HISTORY_TABLE,
+                migrator::STATE_TABLE
+            ),
+        ];
+        if audit::has_audit_log(self.connection)? {
+            // Append-only: the application may write entries and read them, nothing else.
+            statements.push(format!("REVOKE UPDATE, DELETE ON audit_log FROM {app}"));
+        }
+        for statement in statements {
+            run(self.connection, &statement)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets `role`'s password to `password`, sent as the SCRAM-SHA-256 verifier computed here (as
+/// psql's `\password` does), so the clear password never reaches the server or its logs. Not
+/// audited: [`setup_roles`] and `rotate_credentials` record the passwords they set.
+pub fn set_password(
+    connection: &mut DbConnection,
+    role: &RoleName,
+    password: &SecretString,
+) -> Result<(), SecurityError> {
+    let verifier = postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes());
+    // The verifier is base64 and `SCRAM-SHA-256$<iterations>:<salt>$<key>:<key>`: no quote to
+    // escape, checked before it is put between quotes.
+    if !verifier
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || b"+/=:$-".contains(&byte))
+    {
+        return Err(SecurityError::Invalid(
+            "the password verifier has an unexpected form".to_owned(),
+        ));
+    }
+    run_secret(
+        connection,
+        &format!(
+            "ALTER ROLE {} WITH PASSWORD '{verifier}' VALID UNTIL 'infinity'",
+            role.quoted()
+        ),
+        &format!("setting the password of {role}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_one_prefix() {
+        let names = RoleNames::with_prefix("attendance").expect("valid");
+        assert_eq!(names.owner.as_str(), "attendance_owner");
+        assert_eq!(names.app.as_str(), "attendance_app");
+        assert_eq!(names.app_logins[0].as_str(), "attendance_app_blue");
+        assert_eq!(names.app_logins[1].as_str(), "attendance_app_green");
+        assert_eq!(names.readonly.as_str(), "attendance_readonly");
+        assert!(RoleNames::with_prefix("Attendance").is_err());
+        assert!(RoleNames::with_prefix(&"a".repeat(49)).is_err());
+        assert!(RoleNames::with_prefix(&"a".repeat(48)).is_ok());
+    }
+}
