@@ -3,6 +3,7 @@
 //! credential rotation under load and TLS on clusters of their own.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -158,6 +159,7 @@ const AN_ENTRY: &str = "INSERT INTO audit_log (id, actor, action, entity_type, e
                         VALUES (gen_random_uuid(), 'none', 'test.entry', 'user', 'x')";
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "a data table: one refused statement per line")]
 fn the_application_role_may_only_read_and_write_rows() {
     let Some(setup) = RoleSetup::new(true) else {
         return;
@@ -500,13 +502,6 @@ fn pending_migrations_with_only_the_application_role_are_refused_naming_the_sett
 
 #[test]
 fn the_conformance_suite_runs_as_the_application_login() {
-    let Some(database) = TestDb::postgres_migrated() else {
-        return;
-    };
-    let mut connection = match database.connect() {
-        database::DbConnection::Pg(pg) => pg,
-        database::DbConnection::Sqlite(_) => unreachable!("a PostgreSQL test database"),
-    };
     #[derive(QueryableByName, Debug)]
     struct Who {
         #[diesel(sql_type = diesel::sql_types::Text)]
@@ -516,6 +511,13 @@ fn the_conformance_suite_runs_as_the_application_login() {
         #[diesel(sql_type = diesel::sql_types::Bool)]
         may_create: bool,
     }
+    let Some(database) = TestDb::postgres_migrated() else {
+        return;
+    };
+    let mut connection = match database.connect() {
+        database::DbConnection::Pg(pg) => pg,
+        database::DbConnection::Sqlite(_) => unreachable!("a PostgreSQL test database"),
+    };
     let who: Who = diesel::sql_query(
         "SELECT current_user::text AS role, rolsuper AS superuser, has_schema_privilege('public', 'CREATE') AS may_create
          FROM pg_roles WHERE rolname = current_user",
@@ -534,6 +536,7 @@ fn credential_in(secrets: &SecretDirectory) -> (String, String) {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one scenario: set up, load, rotate, check")]
 fn three_rotations_under_four_busy_threads_fail_no_call() {
     const THREADS: usize = 4;
     const ROTATIONS: usize = 3;
@@ -555,7 +558,7 @@ fn three_rotations_under_four_busy_threads_fail_no_call() {
     let names = RoleNames::with_prefix("rotation").expect("valid");
     let admin_config = DatabaseConfig::new(DatabaseTarget::postgres_url(&admin_url).expect("valid"));
     let admin_pool = Database::connect(admin_config).expect("the administrator's pool");
-    security::setup_roles(&mut *admin_pool.get().expect("connection"), &names, &setup_options()).expect("roles");
+    security::setup_roles(&mut admin_pool.get().expect("connection"), &names, &setup_options()).expect("roles");
     let owner_url = format!(
         "postgres://{}:{PASSWORD}@127.0.0.1:{}/rotation",
         names.owner,
@@ -571,7 +574,7 @@ fn three_rotations_under_four_busy_threads_fail_no_call() {
     let scratch = tempfile::tempdir().expect("a directory");
     let secrets = SecretDirectory::new(scratch.path().join("secret"));
     let first = security::rotate_credentials(
-        &mut *admin_pool.get().expect("connection"),
+        &mut admin_pool.get().expect("connection"),
         &names,
         &secrets,
         Duration::ZERO,
@@ -667,7 +670,7 @@ fn three_rotations_under_four_busy_threads_fail_no_call() {
         std::thread::sleep(Duration::from_millis(700));
         let (old_user, old_password) = credential_in(&secrets);
         let report = security::rotate_credentials(
-            &mut *admin_pool.get().expect("connection"),
+            &mut admin_pool.get().expect("connection"),
             &names,
             &secrets,
             Duration::from_millis(500),
@@ -779,15 +782,22 @@ fn certificates(directory: &Path, client_role: &str) {
         }
         openssl(directory, &sign);
     }
-    use std::os::unix::fs::PermissionsExt as _;
     for key in ["ca.key", "server.key", "client.key"] {
         std::fs::set_permissions(directory.join(key), std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
     }
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one cluster, the TLS cases one after the other")]
 fn tls_verify_full_connects_and_refuses_what_it_must() {
     const CLIENT_ROLE: &str = "tls_client";
+    #[derive(QueryableByName)]
+    struct Encrypted {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        sessions: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        encrypted: i64,
+    }
     let scratch = tempfile::tempdir().expect("a directory");
     let pki = scratch.path();
     certificates(pki, CLIENT_ROLE);
@@ -841,13 +851,6 @@ fn tls_verify_full_connects_and_refuses_what_it_must() {
     // 1. verify-full with the CA connects, and every pooled connection is encrypted.
     let database = Database::connect(config(&verified)).expect("verify-full with the CA connects");
     let held: Vec<_> = (0..3).map(|_| database.get().expect("a pooled connection")).collect();
-    #[derive(QueryableByName)]
-    struct Encrypted {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        sessions: i64,
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        encrypted: i64,
-    }
     let stats: Encrypted = diesel::sql_query(
         "SELECT count(*) AS sessions, count(*) FILTER (WHERE s.ssl) AS encrypted
          FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid WHERE a.application_name = 'tls-test'",
@@ -938,5 +941,55 @@ fn tls_verify_full_connects_and_refuses_what_it_must() {
         .expect("who");
     assert_eq!(role, CLIENT_ROLE);
     cases.push("cert authentication with DATABASE_SSLCERT and DATABASE_SSLKEY: connected".to_owned());
+
+    // 7. Start-up warns about a remote host reached below verify-full, and not at verify-full.
+    let warned = |url: &str| {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(captured.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            Database::connect(DatabaseConfig::new(DatabaseTarget::postgres_url(url).expect("valid"))).expect("connects")
+        });
+        captured.text()
+    };
+    let require = format!("postgresql://postgres@db.test:{port}/postgres?hostaddr=127.0.0.1&sslmode=require");
+    let logged = warned(&require);
+    assert!(
+        logged.contains("WARN") && logged.contains("host db.test is not on this machine and sslmode is require"),
+        "{logged}"
+    );
+    assert!(!warned(&by_name).contains("WARN"), "verify-full is not warned about");
+    cases.push("start-up with sslmode=require to db.test: warned; with verify-full: not".to_owned());
     eprintln!("TLS cases:\n  {}", cases.join("\n  "));
+}
+
+/// Log lines written by a `tracing` subscriber, for a test to read.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl tracing_subscriber::fmt::MakeWriter<'_> for Captured {
+    type Writer = Self;
+
+    fn make_writer(&self) -> Self {
+        self.clone()
+    }
 }

@@ -109,3 +109,77 @@ fn service_flow(database: &TestDb) {
     assert_eq!(report.total_seconds, 8 * 3600, "{report:?}");
     assert_eq!(report.days.len(), 1);
 }
+
+conformance!(
+    a_sign_in_costs_the_same_whether_or_not_the_email_has_an_account,
+    sign_in_timing
+);
+
+/// Unknown addresses, wrong passwords, deactivated and deleted users all get one answer and
+/// cost one argon2id verification with the current parameters, so timing tells nothing.
+///
+/// Not a performance target but a security property with a wide margin: medians of interleaved
+/// rounds, required within a factor of 2 of each other, where a sign-in that skipped the
+/// verification for an unknown address costs about a hundredth of one that does it.
+fn sign_in_timing(database: &TestDb) {
+    const ROUNDS: usize = 15;
+    let pool = database.database();
+    pool.migrate().expect("migrate");
+    let service = AttendanceService::new(DieselStore::new(Arc::new(pool)));
+    let context = AuditContext::unattributed();
+    let known = service
+        .register(&context, &registration("known@example.com"))
+        .expect("known");
+    let inactive = service
+        .register(&context, &registration("inactive@example.com"))
+        .expect("inactive");
+    service.deactivate(&context, inactive.id).expect("deactivate");
+    let deleted = service
+        .register(&context, &registration("deleted@example.com"))
+        .expect("deleted");
+    service.delete(&context, deleted.id).expect("delete");
+    let attempts: [(&str, &str, &str); 5] = [
+        ("right password", "known@example.com", "correct horse"),
+        ("wrong password", "known@example.com", "wrong horse!"),
+        ("unknown email", "nobody@example.com", "correct horse"),
+        ("deactivated user", "inactive@example.com", "correct horse"),
+        ("deleted user", "deleted@example.com", "correct horse"),
+    ];
+    let mut times: Vec<Vec<std::time::Duration>> = vec![Vec::new(); attempts.len()];
+    for _ in 0..ROUNDS {
+        for (slot, (case, email, password)) in attempts.iter().enumerate() {
+            let started = std::time::Instant::now();
+            let result = service.authenticate(&context, email, password);
+            times[slot].push(started.elapsed());
+            match *case {
+                "right password" => assert_eq!(result.map(|user| user.id), Ok(known.id)),
+                _ => assert_eq!(result, Err(ServiceError::InvalidCredentials), "{case}"),
+            }
+        }
+    }
+    let medians: Vec<f64> = times
+        .iter_mut()
+        .map(|samples| {
+            samples.sort();
+            samples[samples.len() / 2].as_secs_f64() * 1000.0
+        })
+        .collect();
+    let reference = medians[1];
+    let report: Vec<String> = attempts
+        .iter()
+        .zip(&medians)
+        .map(|((case, _, _), median)| format!("{case} {median:.1} ms ({:.2})", median / reference))
+        .collect();
+    eprintln!(
+        "sign-in ({:?}), medians of {ROUNDS} interleaved rounds, ratio to a wrong password: {}",
+        database.backend(),
+        report.join(", ")
+    );
+    for ((case, _, _), median) in attempts.iter().zip(&medians) {
+        let ratio = median / reference;
+        assert!(
+            (0.5..=2.0).contains(&ratio),
+            "{case}: {ratio:.2} of a wrong password ({report:?})"
+        );
+    }
+}

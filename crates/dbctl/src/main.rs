@@ -135,7 +135,7 @@ enum Command {
         directory: PathBuf,
     },
     /// PostgreSQL roles with least privilege, and the rotation of the application's
-    /// credential. Connects with DATABASE_URL as a superuser or a role with CREATEROLE.
+    /// credential. Connects with `DATABASE_URL` as a superuser or a role with `CREATEROLE`.
     #[command(subcommand)]
     Roles(RolesCommand),
     /// The audit log's retention.
@@ -150,8 +150,8 @@ enum RolesCommand {
     /// transaction, audited.
     #[command(after_long_help = after_help(&[Env::Database, Env::Log]))]
     Setup {
-        /// The roles' prefix: <prefix>_owner, <prefix>_app, <prefix>_app_blue,
-        /// <prefix>_app_green, <prefix>_readonly (default: the database's name).
+        /// The roles' prefix: `<prefix>_owner`, `<prefix>_app`, `<prefix>_app_blue`,
+        /// `<prefix>_app_green`, `<prefix>_readonly` (default: the database's name).
         #[arg(long)]
         prefix: Option<String>,
         /// Set the owner's password to the contents of this file.
@@ -163,7 +163,8 @@ enum RolesCommand {
     },
     /// Rotate the application's credential: a new password on the idle login, the secret
     /// directory switched to it, then (after the grace period) the other login's password
-    /// removed. Point DATABASE_USER_FILE at DIR/user and DATABASE_PASSWORD_FILE at DIR/password.
+    /// removed. Point `DATABASE_USER_FILE` at `DIR/user` and `DATABASE_PASSWORD_FILE` at
+    /// `DIR/password`.
     #[command(after_long_help = after_help(&[Env::Database, Env::Log]))]
     Rotate {
         /// The secret directory the application reads.
@@ -233,6 +234,12 @@ enum Env {
     Log,
 }
 
+/// The runner's settings (`DATABASE_MIGRATION_LOCK_WAIT_MS` …), as opposed to the migration
+/// connection (`DATABASE_MIGRATION_URL`, its password file), which every command may use.
+fn is_migration_setting(name: &str) -> bool {
+    name.starts_with("DATABASE_MIGRATION_") && name.ends_with("_MS")
+}
+
 fn after_help(groups: &[Env]) -> String {
     let mut text = String::from("Environment:\n");
     for group in groups {
@@ -240,12 +247,12 @@ fn after_help(groups: &[Env]) -> String {
             Env::Database => database::config::VARIABLES
                 .iter()
                 .copied()
-                .filter(|name| !name.starts_with("DATABASE_MIGRATION_"))
+                .filter(|name| !is_migration_setting(name))
                 .collect(),
             Env::Migration => database::config::VARIABLES
                 .iter()
                 .copied()
-                .filter(|name| name.starts_with("DATABASE_MIGRATION_"))
+                .filter(|name| is_migration_setting(name))
                 .collect(),
             Env::Backup => ops::settings::VARIABLES.to_vec(),
             Env::Offsite => OffsiteConfig::VARIABLES.to_vec(),
@@ -340,28 +347,15 @@ fn operator(cli: &Cli) -> anyhow::Result<OperatorContext> {
 
 /// The role names for `prefix`, or for the database's own name.
 fn role_names(database: &Database, prefix: Option<&str>) -> anyhow::Result<RoleNames> {
-    let prefix = match prefix {
-        Some(prefix) => prefix.to_owned(),
-        None => {
-            let mut connection = database.get()?;
-            migrator_database_name(&mut connection)?
-        }
+    let prefix = if let Some(prefix) = prefix {
+        prefix.to_owned()
+    } else {
+        let mut connection = database.get()?;
+        security::database_name(&mut connection)?
     };
     RoleNames::with_prefix(&prefix).with_context(|| {
         format!("the roles are named after the database ({prefix:?}): give a valid prefix with --prefix")
     })
-}
-
-fn migrator_database_name(connection: &mut database::DbConnection) -> anyhow::Result<String> {
-    use diesel::RunQueryDsl as _;
-    #[derive(diesel::QueryableByName)]
-    struct Name {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        name: String,
-    }
-    Ok(diesel::sql_query("SELECT current_database()::text AS name")
-        .get_result::<Name>(connection)?
-        .name)
 }
 
 fn read_password_file(path: Option<&PathBuf>) -> anyhow::Result<Option<SecretString>> {

@@ -294,6 +294,8 @@ fn help_lists_each_commands_environment_and_the_exit_codes() {
         "backups",
         "prune",
         "base-backup",
+        "roles",
+        "audit",
     ] {
         assert!(stdout(&output).contains(command), "{command}: {}", stdout(&output));
     }
@@ -316,9 +318,12 @@ fn help_lists_each_commands_environment_and_the_exit_codes() {
             "prune",
             &["BACKUP_KEEP_DAILY", "BACKUP_KEEP_WEEKLY", "BACKUP_KEEP_MONTHLY"][..],
         ),
+        ("roles setup", &["DATABASE_URL", "DBCTL_ACTOR"][..]),
+        ("roles rotate", &["DATABASE_URL", "DBCTL_CORRELATION_ID"][..]),
+        ("audit purge", &["AUDIT_RETENTION_DAYS", "DATABASE_MIGRATION_URL"][..]),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_dbctl"))
-            .args([command, "--help"])
+            .args(command.split(' ').chain(["--help"]))
             .output()
             .expect("dbctl runs");
         assert_exit(&output, 0);
@@ -451,7 +456,7 @@ fn empty_like(database: &TestDb, scratch: &Path) -> (Option<TestDb>, String) {
     match database.backend() {
         Backend::Postgres => {
             let empty = TestDb::postgres().expect("PostgreSQL is available");
-            let url = empty.target().expose_connection_string().to_owned();
+            let url = empty.target().expose_connection_string();
             (Some(empty), url)
         }
         Backend::Sqlite => (None, scratch.join("restored.sqlite3").to_string_lossy().into_owned()),
@@ -1225,4 +1230,143 @@ fn another_sessions_temporary_table_does_not_stop_a_backup_on_postgres() {
             .any(|table| table.contains("scratch_of_another_session"))
     );
     drop(other);
+}
+
+/// `dbctl roles` and `dbctl audit` as an operator runs them on PostgreSQL: set up the roles as the
+/// administrator, migrate as the owner, set up again (now audited), rotate twice, purge the
+/// audit log as the owner. The roles (a prefix of their own) are dropped afterwards.
+#[test]
+#[expect(clippy::too_many_lines, reason = "one operator session, command by command")]
+fn roles_rotation_and_audit_retention_from_the_command_line_on_postgres() {
+    #[derive(QueryableByName)]
+    struct Entry {
+        #[diesel(sql_type = Text)]
+        line: String,
+    }
+    let Some(database) = TestDb::postgres() else {
+        return;
+    };
+    let admin_url = database.target().expose_connection_string();
+    let prefix = format!("cli_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let names = security::RoleNames::with_prefix(&prefix).expect("valid");
+    let scratch = tempfile::tempdir().expect("a directory");
+    let owner_password = scratch.path().join("owner-password");
+    std::fs::write(&owner_password, "owner secret\n").expect("write");
+    let owner_password_path = owner_password.display().to_string();
+    let secret_dir = scratch.path().join("secret").display().to_string();
+    let as_admin = |arguments: &[&str]| dbctl_with(&admin_url, &[("DBCTL_ACTOR", "ann")], arguments);
+    let output = as_admin(&[
+        "--json",
+        "roles",
+        "setup",
+        "--prefix",
+        &prefix,
+        "--owner-password-file",
+        &owner_password_path,
+    ]);
+    assert_exit(&output, 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    assert_eq!(report["created"].as_array().map(Vec::len), Some(5), "{report}");
+    assert_eq!(report["audited"], false, "no audit log before the migrations");
+    let owner_url = format!(
+        "{admin_url}{}user={}&password=owner%20secret",
+        if admin_url.contains('?') { '&' } else { '?' },
+        names.owner
+    );
+    let output = dbctl_with(
+        &admin_url,
+        &[("DATABASE_MIGRATION_URL", &owner_url)],
+        &["migrate", "--no-backup"],
+    );
+    assert_exit(&output, 0);
+    let output = as_admin(&["roles", "setup", "--prefix", &prefix]);
+    assert_exit(&output, 0);
+    assert!(stdout(&output).contains("created: nothing"), "{}", stdout(&output));
+    assert!(stdout(&output).contains("audited: yes"), "{}", stdout(&output));
+    for (round, expected) in [(1, names.app_logins[0].as_str()), (2, names.app_logins[1].as_str())] {
+        let output = as_admin(&[
+            "--correlation-id",
+            "CHG-1",
+            "roles",
+            "rotate",
+            "--prefix",
+            &prefix,
+            "--secret-dir",
+            &secret_dir,
+            "--grace-ms",
+            "0",
+        ]);
+        assert_exit(&output, 0);
+        assert!(
+            stdout(&output).contains(&format!("now logs in as {expected}")),
+            "round {round}: {}",
+            stdout(&output)
+        );
+    }
+    let output = dbctl_with(
+        &admin_url,
+        &[("DATABASE_MIGRATION_URL", &owner_url), ("DBCTL_ACTOR", "ann")],
+        &["audit", "purge", "--older-than-days", "30"],
+    );
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains("removed 0 audit entries"),
+        "{}",
+        stdout(&output)
+    );
+    let mut connection = connect_url(&admin_url);
+    let entries: Vec<String> = diesel::sql_query(
+        "SELECT actor || ' ' || action || ' ' || coalesce(correlation_id, '-') AS line FROM audit_log ORDER BY occurred_at, id",
+    )
+    .load::<Entry>(&mut connection)
+    .expect("entries")
+    .into_iter()
+    .map(|entry| entry.line)
+    .collect();
+    assert_eq!(
+        entries,
+        [
+            "operator:ann roles.setup -",
+            "operator:ann credentials.rotate CHG-1",
+            "operator:ann credentials.rotate CHG-1",
+            "operator:ann credentials.expire CHG-1",
+            "operator:ann audit_log.retention_purge -",
+        ]
+    );
+    drop(connection);
+    drop(database);
+    let mut admin = TestDb::postgres_admin().expect("admin");
+    for role in [
+        &names.app_logins[0],
+        &names.app_logins[1],
+        &names.app,
+        &names.readonly,
+        &names.owner,
+    ] {
+        admin
+            .batch_execute(&format!("DROP ROLE IF EXISTS {}", role.quoted()))
+            .expect("drop a test role");
+    }
+}
+
+#[test]
+fn roles_are_refused_on_sqlite_and_the_audit_purge_runs_there() {
+    let database = TestDb::sqlite_file();
+    let url = database.target().expose_connection_string();
+    assert_exit(&dbctl_with(&url, &[], &["migrate", "--no-backup"]), 0);
+    let output = dbctl_with(&url, &[("DBCTL_ACTOR", "ann")], &["roles", "setup", "--prefix", "x"]);
+    assert_exit(&output, 1);
+    assert!(stderr(&output).contains("needs PostgreSQL"), "{}", stderr(&output));
+    let output = dbctl_with(&url, &[("DBCTL_ACTOR", "ann")], &["audit", "purge"]);
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains("removed 0 audit entries"),
+        "{}",
+        stdout(&output)
+    );
+    let output = dbctl_with(&url, &[("DBCTL_ACTOR", "two words")], &["audit", "purge"]);
+    assert_exit(&output, 1);
+    assert!(stderr(&output).contains("operator name"), "{}", stderr(&output));
+    let output = dbctl_with(&url, &[], &["audit", "purge", "--older-than-days", "0"]);
+    assert_exit(&output, 2);
 }

@@ -334,7 +334,7 @@ impl Migrator {
         if let Some(report) = self.at_head(connection) {
             return Ok(report);
         }
-        Self::check_may_migrate(self, connection)?;
+        self.check_may_migrate(connection)?;
         self.with_lock(connection, Self::run_locked)
     }
 

@@ -11,6 +11,15 @@ pub use audit::{OperatorContext, purge_audit_log};
 pub use roles::{RoleNames, SetupOptions, SetupReport, setup_roles};
 pub use rotation::{RotationReport, SecretDirectory, rotate_credentials};
 
+/// The name of the database the connection reaches (PostgreSQL): the default prefix of its
+/// roles.
+pub fn database_name(connection: &mut database::DbConnection) -> Result<String, SecurityError> {
+    if !matches!(connection, database::DbConnection::Pg(_)) {
+        return Err(SecurityError::NotPostgres("roles"));
+    }
+    Ok(statements::current_database(connection)?.1)
+}
+
 /// What the operator commands of this crate can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {

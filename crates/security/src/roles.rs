@@ -36,7 +36,7 @@ use database::transaction::write_transaction;
 pub const MAX_PREFIX_LENGTH: usize = 48;
 
 /// Serialises the setups of one database (`pg_advisory_xact_lock`): "roles" in ASCII.
-const SETUP_LOCK: i64 = 0x726f_6c65_73;
+const SETUP_LOCK: i64 = 0x0072_6f6c_6573;
 
 /// The roles of one database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -299,12 +299,12 @@ impl Setup<'_> {
 
     fn database(&mut self, database: &str) -> Result<(), SecurityError> {
         let owner = &self.names.owner;
-        let owned = fact(
+        let database_owned = fact(
             self.connection,
             "SELECT pg_get_userbyid(datdba)::text = $1 AS value FROM pg_database WHERE datname = current_database()",
             owner.as_str(),
         )?;
-        if !owned {
+        if !database_owned {
             run(
                 self.connection,
                 &format!("ALTER DATABASE {database} OWNER TO {}", owner.quoted()),

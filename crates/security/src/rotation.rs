@@ -279,6 +279,8 @@ fn new_password() -> Result<SecretString, SecurityError> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     #[test]
@@ -303,7 +305,6 @@ mod tests {
             .filter(|name| name.starts_with("..2"))
             .collect();
         assert_eq!(data.len(), 1, "{data:?}");
-        use std::os::unix::fs::PermissionsExt as _;
         let mode = |path: PathBuf| fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
         assert_eq!(mode(secrets.path().join(&data[0])), 0o700);
         assert_eq!(mode(secrets.password_file()), 0o600);
