@@ -3,6 +3,7 @@
 //! none; entries cannot be changed or deleted, except by the retention purge, which is audited
 //! itself.
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use chrono::TimeDelta;
@@ -210,7 +211,8 @@ fn sensitive_operations(database: &TestDb) {
     };
     let leaks: Leaks = diesel::RunQueryDsl::get_result(diesel::sql_query(sql), &mut connection).expect("count");
     assert_eq!(leaks.leaks, 0);
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "audit ({:?}): one entry per operation: {} for Ann's life, 2 for a purged user, 3 for each user purged by retention",
         database.backend(),
         entries.len()
@@ -393,7 +395,8 @@ fn append_only(database: &TestDb) {
         )
         .is_err()
     );
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "append-only ({:?}): {} statements of the owner refused (and TRUNCATE, on PostgreSQL)",
         database.backend(),
         refused.len()

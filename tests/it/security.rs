@@ -3,6 +3,7 @@
 //! credential rotation under load and TLS on clusters of their own.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -160,7 +161,7 @@ const AN_ENTRY: &str = "INSERT INTO audit_log (id, actor, action, entity_type, e
 
 #[test]
 #[expect(clippy::too_many_lines, reason = "a data table: one refused statement per line")]
-fn the_application_role_may_only_read_and_write_rows() {
+fn the_application_role_may_only_read_and_write_rows_on_postgres() {
     let Some(setup) = RoleSetup::new(true) else {
         return;
     };
@@ -335,13 +336,16 @@ fn the_application_role_may_only_read_and_write_rows() {
         .get_result(&mut owner)
         .expect("count");
     assert!(owned_entries >= 1);
-    eprintln!("least privilege: {count} statements refused by the server, each with its expected error");
+    let _ = writeln!(
+        std::io::stderr(),
+        "least privilege: {count} statements refused by the server, each with its expected error"
+    );
     // Every case above ran (a refactoring that loses some would change the count).
     assert_eq!(count, 39);
 }
 
 #[test]
-fn tables_of_later_migrations_are_reachable_without_a_new_grant() {
+fn tables_of_later_migrations_are_reachable_without_a_new_grant_on_postgres() {
     let Some(setup) = RoleSetup::new(true) else {
         return;
     };
@@ -379,7 +383,7 @@ fn tables_of_later_migrations_are_reachable_without_a_new_grant() {
 }
 
 #[test]
-fn a_setup_run_again_changes_nothing_and_narrows_a_widened_role() {
+fn a_setup_run_again_changes_nothing_and_narrows_a_widened_role_on_postgres() {
     let Some(setup) = RoleSetup::new(true) else {
         return;
     };
@@ -454,7 +458,7 @@ fn a_setup_run_again_changes_nothing_and_narrows_a_widened_role() {
 }
 
 #[test]
-fn pending_migrations_with_only_the_application_role_are_refused_naming_the_setting() {
+fn pending_migrations_with_only_the_application_role_are_refused_naming_the_setting_on_postgres() {
     let Some(setup) = RoleSetup::new(false) else {
         return;
     };
@@ -501,7 +505,7 @@ fn pending_migrations_with_only_the_application_role_are_refused_naming_the_sett
 }
 
 #[test]
-fn the_conformance_suite_runs_as_the_application_login() {
+fn the_conformance_suite_runs_as_the_application_login_on_postgres() {
     #[derive(QueryableByName, Debug)]
     struct Who {
         #[diesel(sql_type = diesel::sql_types::Text)]
@@ -699,7 +703,8 @@ fn three_rotations_under_four_busy_threads_fail_no_call() {
     let sessions = |login: &RoleName| log.matches(&format!("connection authorized: user={login} ")).count();
     let (blue, green) = (sessions(&names.app_logins[0]), sessions(&names.app_logins[1]));
     let (calls, failures) = (calls.load(Ordering::SeqCst), failures.load(Ordering::SeqCst));
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "credential rotation: {ROTATIONS} rotations in {:.1} s while {THREADS} threads called the service: \
          {calls} calls, {failures} failed; sessions opened as {} {blue}, as {} {green}; expired credentials \
          refused {refused_old} of {ROTATIONS}",
@@ -962,7 +967,7 @@ fn tls_verify_full_connects_and_refuses_what_it_must() {
     );
     assert!(!warned(&by_name).contains("WARN"), "verify-full is not warned about");
     cases.push("start-up with sslmode=require to db.test: warned; with verify-full: not".to_owned());
-    eprintln!("TLS cases:\n  {}", cases.join("\n  "));
+    let _ = writeln!(std::io::stderr(), "TLS cases:\n  {}", cases.join("\n  "));
 }
 
 /// Log lines written by a `tracing` subscriber, for a test to read.

@@ -3,6 +3,7 @@
 
 use domain::AuditContext;
 use migrator::Migrate as _;
+use std::io::Write as _;
 use std::sync::Arc;
 
 use chrono::TimeDelta;
@@ -170,7 +171,8 @@ fn sign_in_timing(database: &TestDb) {
         .zip(&medians)
         .map(|((case, _, _), median)| format!("{case} {median:.1} ms ({:.2})", median / reference))
         .collect();
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "sign-in ({:?}), medians of {ROUNDS} interleaved rounds, ratio to a wrong password: {}",
         database.backend(),
         report.join(", ")
