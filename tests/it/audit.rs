@@ -9,7 +9,9 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use diesel::connection::SimpleConnection as _;
 use domain::audit::{REDACTED, actions};
-use domain::{Actor, AuditContext, AuditEntity, AuditEntry, CorrelationId, PasswordHash, RegisterUser, UserChanges};
+use domain::{
+    Actor, AuditContext, AuditEntity, AuditEntry, CorrelationId, PasswordHash, RegisterUser, UserChanges, UserId,
+};
 use migrator::Migrate as _;
 use repo::{KeysetRequest, KeysetStart, RepoError, Repositories as _, UnitOfWorkExt as _};
 use repo_diesel::Backend;
@@ -146,6 +148,30 @@ fn sensitive_operations(database: &TestDb) {
     assert_eq!(json(&entries[3].new_values)["is_active"], false);
     assert_eq!(json(&entries[5].old_values)["deleted_at"], serde_json::Value::Null);
     assert!(json(&entries[6].old_values)["deleted_at"].is_string());
+
+    // The trail pages back as it pages forward, and a cursor of one trail is refused by another.
+    let page = |start| {
+        store
+            .audit()
+            .trail(
+                &AuditEntity::user(ann.id),
+                &KeysetRequest::new(start, 3).expect("valid"),
+            )
+            .expect("a page")
+    };
+    let first = page(KeysetStart::First);
+    let second = page(KeysetStart::After(first.next.clone().expect("more")));
+    let back = page(KeysetStart::Before(second.previous.clone().expect("a previous page")));
+    assert_eq!(back.items, first.items);
+    assert!(!back.has_previous() && back.has_next());
+    let elsewhere = store.audit().trail(
+        &AuditEntity::user(UserId::new()),
+        &KeysetRequest::new(KeysetStart::After(first.next.expect("more")), 3).expect("valid"),
+    );
+    assert!(
+        matches!(&elsewhere, Err(RepoError::Validation { field, .. }) if field == "cursor"),
+        "{elsewhere:?}"
+    );
 
     // Purges: the entry outlives the user, and holds no name or address.
     let bob = service

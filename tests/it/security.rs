@@ -168,6 +168,16 @@ fn the_application_role_may_only_read_and_write_rows_on_postgres() {
     let names = &setup.names;
     let mut app = setup.connect_as(&names.app_logins[0]);
     let mut count = 0;
+    // PUBLIC holds nothing on the database or the schema.
+    let public_grants: i64 = diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "SELECT (SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a
+                 WHERE d.datname = current_database() AND a.grantee = 0)
+              + (SELECT count(*) FROM pg_namespace n, aclexplode(n.nspacl) a
+                 WHERE n.nspname = 'public' AND a.grantee = 0)",
+    )
+    .get_result(&mut app)
+    .expect("PUBLIC's grants");
+    assert_eq!(public_grants, 0);
     // What the repositories need works.
     allowed(&mut app, A_USER);
     allowed(

@@ -1279,6 +1279,36 @@ fn roles_rotation_and_audit_retention_from_the_command_line_on_postgres() {
         &["migrate", "--no-backup"],
     );
     assert_exit(&output, 0);
+    // Backups of a database with roles verify, taken by the administrator or by the owner
+    // (whose grants come back in a restore by another role, and who may create the scratch
+    // database).
+    let backups = scratch.path().join("backups").display().to_string();
+    for environment in [vec![], vec![("DATABASE_MIGRATION_URL", owner_url.as_str())]] {
+        let mut environment = environment;
+        environment.push(("BACKUP_DIR", &backups));
+        let output = dbctl_with(&admin_url, &environment, &["backup"]);
+        assert_exit(&output, 0);
+        assert!(stdout(&output).contains("schema digest"), "{}", stdout(&output));
+    }
+    // A release with a pending migration: `dbctl migrate` as the owner backs up, verifies, applies.
+    connect_url(&owner_url)
+        .batch_execute(
+            "DROP TABLE audit_log; DROP FUNCTION audit_log_append_only(); \
+             DELETE FROM __diesel_schema_migrations WHERE version = '20261207000100'; \
+             DELETE FROM __migration_state WHERE version = '20261207000100'",
+        )
+        .expect("the owner reverts the newest migration by hand");
+    let output = dbctl_with(
+        &admin_url,
+        &[("DATABASE_MIGRATION_URL", &owner_url), ("BACKUP_DIR", &backups)],
+        &["migrate"],
+    );
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains("before:") && stdout(&output).contains("applied now:     1"),
+        "{}",
+        stdout(&output)
+    );
     let output = as_admin(&["roles", "setup", "--prefix", &prefix]);
     assert_exit(&output, 0);
     assert!(stdout(&output).contains("created: nothing"), "{}", stdout(&output));

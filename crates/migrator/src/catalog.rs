@@ -435,10 +435,20 @@ mod postgres {
         .collect())
     }
 
+    /// Grants, here and in [`objects`], are written as `grantee:privilege`, sorted, with the
+    /// object's owner as `<owner>` and no grantor: a backup restored with `--no-owner` belongs
+    /// to the role that restored it, and its schema must still compare equal. A default ACL
+    /// (none granted) is written as nothing, as before grants were normalised.
     fn routines(connection: &mut PgConnection) -> QueryResult<Vec<Routine>> {
         Ok(diesel::sql_query(
             "SELECT p.proname::text AS name,
-                    pg_get_functiondef(p.oid) || coalesce(' ACL ' || p.proacl::text, '') AS definition,
+                    pg_get_functiondef(p.oid) || coalesce(' ACL ' || (
+                        SELECT string_agg(
+                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' WHEN a.grantee = p.proowner THEN '<owner>'
+                                 ELSE pg_get_userbyid(a.grantee)::text END
+                            || ':' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END,
+                            ',' ORDER BY 1)
+                        FROM aclexplode(p.proacl) a), '') AS definition,
                     obj_description(p.oid, 'pg_proc') AS comment
              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
              WHERE n.nspname = current_schema() AND p.prokind IN ('f', 'p')",
@@ -457,7 +467,14 @@ mod postgres {
         Ok(diesel::sql_query(
             "SELECT 'relation ' || c.relkind::text || ' ' || c.relname::text
                     || ' rls=' || c.relrowsecurity::text || ' force_rls=' || c.relforcerowsecurity::text
-                    || coalesce(' acl=' || c.relacl::text, '') || coalesce(' options=' || c.reloptions::text, '')
+                    || coalesce(' acl=' || (
+                        SELECT string_agg(
+                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' WHEN a.grantee = c.relowner THEN '<owner>'
+                                 ELSE pg_get_userbyid(a.grantee)::text END
+                            || ':' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END,
+                            ',' ORDER BY 1)
+                        FROM aclexplode(c.relacl) a), '')
+                    || coalesce(' options=' || c.reloptions::text, '')
                     || coalesce(' comment=' || obj_description(c.oid, 'pg_class'), '')
                     || CASE WHEN c.relkind IN ('v', 'm') THEN ' view=' || pg_get_viewdef(c.oid) ELSE '' END AS line
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -363,6 +363,32 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_trail_is_mocked_like_the_other_repositories() {
+        let ann = UserId::new();
+        let mut repositories = MockRepositories::default();
+        repositories
+            .audit
+            .expect_trail()
+            .withf(move |entity, _| *entity == AuditEntity::user(ann))
+            .times(1)
+            .returning(|_, _| {
+                Ok(KeysetPage {
+                    items: Vec::new(),
+                    next: None,
+                    previous: None,
+                })
+            });
+        let page = repositories
+            .audit()
+            .trail(
+                &AuditEntity::user(ann),
+                &KeysetRequest::new(crate::KeysetStart::First, 10).expect("valid"),
+            )
+            .expect("a page");
+        assert!(page.items.is_empty());
+    }
+
+    #[test]
     fn mocks_drive_a_transaction_and_propagate_errors() {
         let email = Email::parse("ann@example.com").expect("valid");
         let mut unit_of_work = MockUnitOfWork::new();

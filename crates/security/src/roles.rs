@@ -16,7 +16,8 @@
 //! FROM PUBLIC` among them: databases upgraded from before PostgreSQL 15 still allow it), and
 //! `ALTER DEFAULT PRIVILEGES FOR ROLE <owner>` covers the tables later migrations create:
 //! without `FOR ROLE`, default privileges cover only objects created by the role that ran them.
-//! Every role is held to `NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS`, and
+//! Every role is held to `NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS`, and all but the
+//! owner to `NOCREATEDB` (the owner verifies backups in a scratch database it creates);
 //! memberships that would widen a role are revoked. Running it again changes nothing that is
 //! already right, and reports what it changed.
 
@@ -209,12 +210,19 @@ impl Setup<'_> {
             (&names.readonly, Kind::ReadOnly),
         ];
         for (role, kind) in kinds {
-            let login = if kind == Kind::Group { "NOLOGIN" } else { "LOGIN" };
-            let attributes = format!("{login} INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS");
+            let login = kind != Kind::Group;
+            // The owner may create databases: verifying a backup (also the one `dbctl migrate`
+            // takes first) restores it into a scratch database it creates and drops.
+            let create_db = kind == Kind::Owner;
+            let attributes = format!(
+                "{} INHERIT NOSUPERUSER {} NOCREATEROLE NOREPLICATION NOBYPASSRLS",
+                if login { "LOGIN" } else { "NOLOGIN" },
+                if create_db { "CREATEDB" } else { "NOCREATEDB" }
+            );
             if role_exists(self.connection, role)? {
-                // Only a role that is wider than it should be is altered (and reported).
-                let attributes_now = role_attributes(self.connection, role)?;
-                if attributes_now.wide || attributes_now.can_login != (kind != Kind::Group) {
+                // Only a role that differs from what it should be is altered (and reported).
+                let now = role_attributes(self.connection, role)?;
+                if now.privileged || now.create_db != create_db || now.can_login != login {
                     run(
                         self.connection,
                         &format!("ALTER ROLE {} WITH {attributes}", role.quoted()),

@@ -121,18 +121,20 @@ pub(crate) fn current_user(connection: &mut DbConnection) -> Result<String, Secu
 /// The attributes of an existing role that matter to least privilege.
 #[derive(Debug, QueryableByName)]
 pub(crate) struct RoleAttributes {
+    /// Any of `SUPERUSER`, `CREATEROLE`, `REPLICATION`, `BYPASSRLS` or `NOINHERIT`.
     #[diesel(sql_type = Bool)]
-    pub(crate) wide: bool,
+    pub(crate) privileged: bool,
+    #[diesel(sql_type = Bool)]
+    pub(crate) create_db: bool,
     #[diesel(sql_type = Bool)]
     pub(crate) can_login: bool,
 }
 
-/// Whether `role` holds any of `SUPERUSER`, `CREATEDB`, `CREATEROLE`, `REPLICATION`,
-/// `BYPASSRLS` or `NOINHERIT`, and whether it may log in.
+/// What `role` holds of the attributes that matter to least privilege.
 pub(crate) fn role_attributes(connection: &mut DbConnection, role: &RoleName) -> Result<RoleAttributes, SecurityError> {
     diesel::sql_query(
-        "SELECT (rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls OR NOT rolinherit) AS wide,
-                rolcanlogin AS can_login
+        "SELECT (rolsuper OR rolcreaterole OR rolreplication OR rolbypassrls OR NOT rolinherit) AS privileged,
+                rolcreatedb AS create_db, rolcanlogin AS can_login
          FROM pg_roles WHERE rolname = $1",
     )
     .bind::<Text, _>(role.as_str())
