@@ -120,11 +120,14 @@ fn catalog_sensitivity(database: &TestDb) {
 
 /// Objects only PostgreSQL has, each by name (its facts, and those of everything on it, are
 /// left out of the comparison): the trigram index of substring search
-/// (`2026-12-01-000310_search_indexes_build`), and the trigger that refuses `TRUNCATE` of the
-/// audit log (SQLite has no `TRUNCATE`; `2026-12-07-000100_create_audit_log`).
+/// (`2026-12-01-000310_search_indexes_build`), and the audit log's triggers that refuse
+/// `TRUNCATE` (SQLite has none) and stamp entries with the server's clock for writers other than
+/// the owner (SQLite has no roles; `2026-12-07-000100_create_audit_log`).
 const POSTGRES_ONLY: &[&str] = &[
     "index idx_users_lower_email_lower_full_name_trgm",
     "trigger trg_audit_log_no_truncate",
+    // The server's clock for every writer but the owner: SQLite has no roles to tell them apart.
+    "trigger trg_audit_log_stamp",
 ];
 
 /// Objects only SQLite has, each by name: its index of substring search, an FTS5 table with the

@@ -73,6 +73,11 @@ impl RoleSetup {
                 .migrate()
                 .expect("migrated over the owner's connection");
             assert!(!report.applied.is_empty());
+            // Again after the first migration, as docs/SECURITY.md says: it records itself in the
+            // audit log, and narrows the read-only role's reading of users.
+            let report = security::setup_roles(&mut setup.database().connect(), &setup.names, &setup_options())
+                .expect("roles set up again");
+            assert!(report.audited);
         }
         Some(setup)
     }
@@ -115,15 +120,19 @@ impl Drop for RoleSetup {
             return;
         };
         let names = &self.names;
+        let prefix = names.owner.as_str().trim_end_matches("_owner");
+        let (intruder, administrator) = (format!("{prefix}_intruder"), format!("{prefix}_admin"));
         for role in [
-            &names.app_logins[0],
-            &names.app_logins[1],
-            &names.app,
-            &names.readonly,
-            &names.owner,
+            names.app_logins[0].as_str(),
+            names.app_logins[1].as_str(),
+            names.app.as_str(),
+            names.readonly.as_str(),
+            names.owner.as_str(),
+            intruder.as_str(),
+            administrator.as_str(),
         ] {
             // The database went first; nothing else of theirs is left on the server.
-            let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {}", role.quoted()));
+            let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS \"{role}\""));
         }
     }
 }
@@ -303,8 +312,31 @@ fn the_application_role_may_only_read_and_write_rows_on_postgres() {
     );
     count += denied(&mut app, "CREATE ROLE stray", "permission denied to create role");
 
-    // The read-only role reads and writes nothing.
+    // An entry the application dates itself gets the server's clock instead.
+    app.batch_execute(
+        "INSERT INTO audit_log (id, occurred_at, actor, action, entity_type, entity_id)
+         VALUES (gen_random_uuid(), '1970-01-02', 'none', 'test.backdated', 'user', 'x'),
+                (gen_random_uuid(), 'infinity', 'none', 'test.forever', 'user', 'x')",
+    )
+    .expect("the application writes entries");
+    let misdated: i64 = diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "SELECT count(*) FROM audit_log WHERE action LIKE 'test.%' AND abs(extract(epoch FROM now() - occurred_at)) > 60",
+    )
+    .get_result(&mut app)
+    .expect("count");
+    assert_eq!(misdated, 0, "entries of the application are dated by the server");
+
+    // The read-only role reads every column but the password hashes, and writes nothing.
     let mut readonly = setup.connect_as(&names.readonly);
+    allowed(
+        &mut readonly,
+        "SELECT id, email, full_name, is_active, deleted_at FROM users",
+    );
+    count += denied(
+        &mut readonly,
+        "SELECT hashed_password FROM users",
+        "permission denied for table users",
+    );
     allowed(
         &mut readonly,
         "SELECT count(*) FROM users, attendance, audit_log, __diesel_schema_migrations",
@@ -351,7 +383,7 @@ fn the_application_role_may_only_read_and_write_rows_on_postgres() {
         "least privilege: {count} statements refused by the server, each with its expected error"
     );
     // Every case above ran (a refactoring that loses some would change the count).
-    assert_eq!(count, 39);
+    assert_eq!(count, 40);
 }
 
 #[test]
@@ -408,29 +440,64 @@ fn a_setup_run_again_changes_nothing_and_narrows_a_widened_role_on_postgres() {
     );
     assert!(again.audited, "a migrated database has its audit log");
 
-    // Someone widens the roles by hand, as happens on servers that live long.
+    // Someone widens the roles by hand, as happens on servers that live long: attributes,
+    // memberships both ways, ADMIN OPTION, table, column and default grants to a role outside
+    // the five, a connection limit, and a setting the login gave itself.
     let login = names.app_logins[0].quoted();
+    let green = names.app_logins[1].quoted();
+    let intruder = format!("{}_intruder", names.owner.as_str().trim_end_matches("_owner"));
     setup
         .database()
         .connect()
         .batch_execute(&format!(
             "ALTER ROLE {login} CREATEDB; GRANT {owner} TO {login}; GRANT ALL ON users TO {login}; \
              GRANT TRUNCATE ON attendance TO {app}; GRANT CREATE ON SCHEMA public TO PUBLIC; \
-             GRANT UPDATE ON audit_log TO {app}",
+             GRANT UPDATE ON audit_log TO {app}; CREATE ROLE {intruder} LOGIN; GRANT {owner} TO {intruder}; \
+             GRANT {app} TO {login} WITH ADMIN OPTION; GRANT UPDATE (actor) ON audit_log TO {intruder}; \
+             GRANT SELECT ON attendance TO {intruder}; GRANT CREATE ON SCHEMA public TO {intruder}; \
+             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT ALL ON TABLES TO {intruder}; \
+             ALTER ROLE {green} CONNECTION LIMIT 0; ALTER ROLE {login} SET search_path = evil",
             owner = names.owner.quoted(),
             app = names.app.quoted()
         ))
         .expect("widen");
     let mut app = setup.connect_as(&names.app_logins[0]);
-    allowed(&mut app, "TRUNCATE attendance");
+    allowed(&mut app, "TRUNCATE public.attendance");
+    denied(&mut app, "SELECT 1 FROM users", "relation \"users\" does not exist");
     drop(app);
     let narrowed = security::setup_roles(&mut setup.database().connect(), names, &setup_options()).expect("narrowed");
     let changed = narrowed.changed.join("\n");
-    assert!(changed.contains("NOCREATEDB"), "{changed}");
-    assert!(
-        changed.contains(&format!("is no longer a member of {}", names.owner)),
-        "{changed}"
+    for expected in [
+        "NOCREATEDB".to_owned(),
+        format!("REVOKE {} FROM {}", names.owner, names.app_logins[0]),
+        format!("REVOKE {} FROM {intruder}", names.owner),
+        format!("REVOKE ADMIN OPTION FOR {} FROM {}", names.app, names.app_logins[0]),
+        format!("REVOKE ALL (actor) ON public.audit_log FROM {intruder}"),
+        format!("REVOKE ALL ON TABLE public.attendance FROM {intruder}"),
+        format!("REVOKE CREATE ON SCHEMA public FROM {intruder}"),
+        format!("REVOKE ALL ON TABLES FROM {intruder}"),
+        format!("role {} set to LOGIN", names.app_logins[1]),
+        format!("ALTER ROLE {}  RESET search_path", names.app_logins[0]),
+    ] {
+        assert!(changed.contains(&expected), "{expected} missing from:\n{changed}");
+    }
+    assert_eq!(
+        narrowed.notes,
+        Vec::<String>::new(),
+        "the search_path was removed, not kept"
     );
+    // The intruder holds nothing any more; the green login may connect again.
+    let mut admin = setup.database().connect();
+    let grants: i64 = diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
+        "SELECT (SELECT count(*) FROM pg_class c, aclexplode(c.relacl) x WHERE x.grantee = '{intruder}'::regrole)
+              + (SELECT count(*) FROM pg_attribute a, aclexplode(a.attacl) x WHERE x.grantee = '{intruder}'::regrole)
+              + (SELECT count(*) FROM pg_default_acl d, aclexplode(d.defaclacl) x WHERE x.grantee = '{intruder}'::regrole)
+              + (SELECT count(*) FROM pg_auth_members WHERE member = '{intruder}'::regrole)"
+    ))
+    .get_result(&mut admin)
+    .expect("count");
+    assert_eq!(grants, 0);
+    let _ = admin.batch_execute(&format!("DROP OWNED BY {intruder}; DROP ROLE {intruder}"));
     let mut app = setup.connect_as(&names.app_logins[0]);
     denied(
         &mut app,
@@ -462,8 +529,94 @@ fn a_setup_run_again_changes_nothing_and_narrows_a_widened_role_on_postgres() {
     .get_result(&mut owner)
     .expect("count");
     assert_eq!(
-        setups, 2,
-        "the two runs after the migrations (the first ran before the audit log existed)"
+        setups, 3,
+        "the three runs after the migrations (the first ran before the audit log existed)"
+    );
+}
+
+#[test]
+fn an_administrator_with_createrole_and_createdb_may_set_up_the_roles_on_postgres() {
+    let Some(database) = TestDb::postgres() else {
+        return;
+    };
+    let prefix = format!("sec_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let setup = RoleSetup {
+        database: Some(database),
+        names: RoleNames::with_prefix(&prefix).expect("a valid prefix"),
+    };
+    let administrator = RoleName::parse(&format!("{prefix}_admin")).expect("valid");
+    let name = setup
+        .database()
+        .postgres_name()
+        .expect("a PostgreSQL database")
+        .to_owned();
+    setup
+        .database()
+        .connect()
+        .batch_execute(&format!(
+            "CREATE ROLE {administrator} LOGIN CREATEROLE PASSWORD '{PASSWORD}'; ALTER DATABASE \"{name}\" OWNER TO {administrator}"
+        ))
+        .expect("a non-superuser administrator that owns the database");
+    let as_administrator = || {
+        let url = setup.url_as(&administrator);
+        let config = DatabaseConfig::new(DatabaseTarget::postgres_url(&url).expect("valid"));
+        database::connection::ConnectionManager::new(config.target, config.session, config.pool.connection_timeout)
+            .establish()
+            .expect("the administrator connects")
+    };
+    let refused = security::setup_roles(&mut as_administrator(), &setup.names, &setup_options())
+        .expect_err("CREATEROLE alone cannot give the database to the owner")
+        .to_string();
+    assert!(refused.contains("CREATEROLE and CREATEDB"), "{refused}");
+    setup
+        .database()
+        .connect()
+        .batch_execute(&format!("ALTER ROLE {administrator} CREATEDB"))
+        .expect("grant CREATEDB");
+    let report = security::setup_roles(&mut as_administrator(), &setup.names, &setup_options()).expect("set up");
+    assert_eq!(report.created.len(), 5, "{report:?}");
+    set_password(
+        &mut as_administrator(),
+        &setup.names.app_logins[0],
+        &SecretString::from(PASSWORD.to_owned()),
+    )
+    .expect("the administrator sets the login's password");
+    setup.app_database().migrate().expect("the owner migrates");
+    let again = security::setup_roles(&mut as_administrator(), &setup.names, &setup_options()).expect("again");
+    assert!(again.created.is_empty() && again.audited, "{again:?}");
+    let mut app = setup.connect_as(&setup.names.app_logins[0]);
+    allowed(&mut app, A_USER);
+    denied(&mut app, "TRUNCATE users", "permission denied for table users");
+}
+
+#[test]
+fn the_audit_log_migration_takes_back_what_default_privileges_gave_even_to_public_on_postgres() {
+    let Some(database) = TestDb::postgres() else {
+        return;
+    };
+    let mut connection = database.connect();
+    connection
+        .batch_execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO PUBLIC")
+        .expect("careless default privileges");
+    migrator::Migrator::embedded(
+        database::Backend::Postgres,
+        database::config::MigrationSettings::default(),
+    )
+    .run(&mut connection)
+    .expect("the migrations apply");
+    let kept: Vec<String> = diesel::dsl::sql::<diesel::sql_types::Text>(
+        "SELECT DISTINCT x.privilege_type::text FROM pg_class c, aclexplode(c.relacl) x
+         WHERE c.oid = 'audit_log'::regclass AND x.grantee = 0 ORDER BY 1",
+    )
+    .load(match &mut connection {
+        database::DbConnection::Pg(pg) => pg,
+        database::DbConnection::Sqlite(_) => unreachable!("a PostgreSQL test database"),
+    })
+    .expect("PUBLIC's privileges");
+    assert_eq!(
+        kept,
+        ["INSERT", "SELECT"],
+        "PUBLIC keeps no way to change the audit log"
     );
 }
 
@@ -736,6 +889,51 @@ fn three_rotations_under_four_busy_threads_fail_no_call() {
     // The first credential (no previous login to expire), then a new login and an expiry each.
     assert_eq!(entries.len(), 1 + 2 * ROTATIONS, "{entries:?}");
     assert!(entries.iter().all(|entry| !entry.contains(&credential_in(&secrets).1)));
+
+    // Two rotations at once: the second waits for the first (grace period included), so the
+    // secret never switches back to a login that is about to lose its password.
+    let started = Instant::now();
+    let first = std::thread::scope(|scope| {
+        let first = scope.spawn(|| {
+            security::rotate_credentials(
+                &mut admin_pool.get().expect("connection"),
+                &names,
+                &secrets,
+                Duration::from_millis(1500),
+                &operator(),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let second = security::rotate_credentials(
+            &mut admin_pool.get().expect("connection"),
+            &names,
+            &secrets,
+            Duration::ZERO,
+            &operator(),
+        )
+        .expect("the second rotation, after the first");
+        let first = first
+            .join()
+            .expect("the first rotation's thread")
+            .expect("the first rotation");
+        assert_eq!(
+            second.previous.as_deref(),
+            Some(first.current.as_str()),
+            "{first:?} then {second:?}"
+        );
+        first
+    });
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the second waited for the first"
+    );
+    let (user, password) = credential_in(&secrets);
+    assert_ne!(user, first.current);
+    PgConnection::establish(&format!(
+        "postgres://{user}:{password}@127.0.0.1:{}/rotation",
+        cluster.port()
+    ))
+    .expect("the login the secret names works");
 }
 
 /// Runs `openssl` with `args` in `directory`.

@@ -169,24 +169,20 @@ impl CredentialFiles {
     /// writes a secret volume: a new directory, then one atomic rename of the `..data` link) can
     /// then never hand out one login's name with the other's password.
     fn read(&self) -> Result<(Option<String>, Option<String>), ConfigError> {
-        for _ in 0..CREDENTIAL_READ_ATTEMPTS {
-            let user = self
-                .user
-                .as_ref()
+        let read = |file: &Option<(PathBuf, &'static str)>| {
+            file.as_ref()
                 .map(|(path, variable)| read_secret_file(path, variable))
-                .transpose()?;
-            let password = self
-                .password
-                .as_ref()
-                .map(|(path, variable)| read_secret_file(path, variable))
-                .transpose()?;
-            let user_again = self
-                .user
-                .as_ref()
-                .map(|(path, variable)| read_secret_file(path, variable))
-                .transpose()?;
-            if user == user_again {
-                return Ok((user, password));
+                .transpose()
+        };
+        for attempt in 1..=CREDENTIAL_READ_ATTEMPTS {
+            let pair = read(&self.user).and_then(|user| Ok((user, read(&self.password)?, read(&self.user)?)));
+            match pair {
+                Ok((user, password, user_again)) if user == user_again => return Ok((user, password)),
+                Ok(_) => {}
+                // A file that went between resolving its directory and opening it (the directory
+                // of an older rotation, removed): read the new one.
+                Err(error) if attempt < CREDENTIAL_READ_ATTEMPTS && error.problem.contains("No such file") => {}
+                Err(error) => return Err(error),
             }
         }
         let variable = self
@@ -202,7 +198,7 @@ impl CredentialFiles {
 
 /// The contents of a secret file without its final line break (`echo secret > file`); any other
 /// whitespace belongs to the secret. Errors name the variable and the path, never the contents.
-fn read_secret_file(path: &Path, variable: &'static str) -> Result<String, ConfigError> {
+pub fn read_secret_file(path: &Path, variable: &'static str) -> Result<String, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| ConfigError::new(variable, format!("cannot be read ({}): {error}", path.display())))?;
     let text = text.strip_suffix('\n').unwrap_or(&text);
@@ -419,7 +415,7 @@ impl DatabaseTarget {
     /// to an impostor (`require`, `verify-ca` with a public CA). `None` otherwise, and for SQLite.
     /// The host and `sslmode` are read from the URL (its last `host` and `sslmode` parameters
     /// win, as in libpq), else from `PGHOST` and `PGSSLMODE`, else libpq's defaults (a socket,
-    /// `prefer`).
+    /// `prefer`); an address to dial (`hostaddr`, `PGHOSTADDR`) off this machine counts too.
     #[must_use]
     pub fn tls_warning(&self) -> Option<String> {
         self.tls_warning_with(|name| std::env::var(name).ok())
@@ -441,8 +437,14 @@ impl DatabaseTarget {
         if sslmode == "verify-full" {
             return None;
         }
+        // libpq dials `hostaddr` when it is given, and verifies `host`: either one off this
+        // machine is a connection that needs verify-full.
+        let addresses = parameter("hostaddr")
+            .or_else(|| environment("PGHOSTADDR"))
+            .unwrap_or_default();
         let remote: Vec<&str> = hosts
             .split(',')
+            .chain(addresses.split(','))
             .map(str::trim)
             .filter(|host| !host.is_empty() && !is_local_host(host))
             .collect();
@@ -1442,12 +1444,23 @@ mod tests {
             &[("PGSSLMODE", "require")],
             Some("10.0.0.5"),
         );
-        // The name libpq verifies, not the address it dials, decides.
+        // The name libpq verifies and the address it dials both count.
         check_tls(
             &url("postgres://app@db.internal/x?hostaddr=127.0.0.1"),
             &[],
             Some("db.internal"),
         );
+        check_tls(
+            &url("postgres://app@localhost/x?hostaddr=203.0.113.7&sslmode=disable"),
+            &[],
+            Some("203.0.113.7"),
+        );
+        check_tls(
+            &url("postgres://app@localhost/x"),
+            &[("PGHOSTADDR", "203.0.113.7")],
+            Some("203.0.113.7"),
+        );
+        check_tls(&url("postgres://app@localhost/x?hostaddr=127.0.0.1"), &[], None);
         check_tls(&url("postgresql://h1:5432,h2:5433/x?sslmode=verify-full"), &[], None);
         check_tls(&url("postgresql://localhost,h2/x"), &[], Some("h2"));
         check_tls(&url("postgres://app@127.0.0.1:5432/x"), &[], None);

@@ -135,7 +135,7 @@ enum Command {
         directory: PathBuf,
     },
     /// PostgreSQL roles with least privilege, and the rotation of the application's
-    /// credential. Connects with `DATABASE_URL` as a superuser or a role with `CREATEROLE`.
+    /// credential. Connects with `DATABASE_URL` as a superuser, or a role with `CREATEROLE` and `CREATEDB` that owns the database.
     #[command(subcommand)]
     Roles(RolesCommand),
     /// The audit log's retention.
@@ -358,14 +358,12 @@ fn role_names(database: &Database, prefix: Option<&str>) -> anyhow::Result<RoleN
     })
 }
 
-fn read_password_file(path: Option<&PathBuf>) -> anyhow::Result<Option<SecretString>> {
-    path.map(|path| {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let text = text.trim_end_matches(['\n', '\r']);
-        anyhow::ensure!(!text.is_empty(), "{} is empty", path.display());
-        Ok(SecretString::from(text.to_owned()))
-    })
-    .transpose()
+fn read_password_file(path: Option<&PathBuf>, flag: &'static str) -> anyhow::Result<Option<SecretString>> {
+    // The rules of DATABASE_PASSWORD_FILE: the last line break dropped, nothing else.
+    Ok(path
+        .map(|path| database::config::read_secret_file(path, flag))
+        .transpose()?
+        .map(SecretString::from))
 }
 
 fn roles(cli: &Cli, command: &RolesCommand) -> anyhow::Result<u8> {
@@ -380,8 +378,8 @@ fn roles(cli: &Cli, command: &RolesCommand) -> anyhow::Result<u8> {
         } => {
             let names = role_names(&database, prefix.as_deref())?;
             let options = SetupOptions {
-                owner_password: read_password_file(owner_password_file.as_ref())?,
-                readonly_password: read_password_file(readonly_password_file.as_ref())?,
+                owner_password: read_password_file(owner_password_file.as_ref(), "--owner-password-file")?,
+                readonly_password: read_password_file(readonly_password_file.as_ref(), "--readonly-password-file")?,
                 context,
             };
             let report = security::setup_roles(&mut *database.get()?, &names, &options)?;
@@ -397,6 +395,9 @@ fn roles(cli: &Cli, command: &RolesCommand) -> anyhow::Result<u8> {
                 writeln!(out, "  read-only: {}", names.readonly)?;
                 writeln!(out, "created: {}", list(&report.created))?;
                 writeln!(out, "changed: {}", list(&report.changed))?;
+                for note in &report.notes {
+                    writeln!(out, "note:    {note}")?;
+                }
                 writeln!(
                     out,
                     "audited: {}",

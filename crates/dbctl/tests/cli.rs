@@ -1293,7 +1293,7 @@ fn roles_rotation_and_audit_retention_from_the_command_line_on_postgres() {
     // A release with a pending migration: `dbctl migrate` as the owner backs up, verifies, applies.
     connect_url(&owner_url)
         .batch_execute(
-            "DROP TABLE audit_log; DROP FUNCTION audit_log_append_only(); \
+            "DROP TABLE audit_log; DROP FUNCTION audit_log_append_only(); DROP FUNCTION audit_log_stamp(); \
              DELETE FROM __diesel_schema_migrations WHERE version = '20261207000100'; \
              DELETE FROM __migration_state WHERE version = '20261207000100'",
         )

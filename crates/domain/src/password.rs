@@ -105,15 +105,20 @@ impl PasswordHash {
     }
 
     /// Whether `password` is the one this hash was made from (in constant time). A hash that is
-    /// not an argon2id PHC string verifies no password.
+    /// not an argon2id PHC string verifies no password, after as much work as one that is (a
+    /// verification against [`PasswordHash::dummy`]), so that the time taken does not single
+    /// out such accounts.
     #[must_use]
     pub fn verify(&self, password: &Password) -> bool {
-        PhcHash::new(&self.0).is_ok_and(|hash| {
-            hash.algorithm.as_str() == "argon2id"
-                && Argon2::default()
-                    .verify_password(password.0.expose_secret().as_bytes(), &hash)
-                    .is_ok()
-        })
+        match PhcHash::new(&self.0) {
+            Ok(hash) if hash.algorithm.as_str() == "argon2id" => Argon2::default()
+                .verify_password(password.0.expose_secret().as_bytes(), &hash)
+                .is_ok(),
+            _ => {
+                let _ = Self::dummy().verify(password);
+                false
+            }
+        }
     }
 
     /// A hash of a random password that nobody knows, made once per process with the current

@@ -435,24 +435,34 @@ mod postgres {
         .collect())
     }
 
+    /// The SQL of a normalised ACL: `acl` (a column of `aclitem[]`) as sorted `grantee:privilege`
+    /// items with `owner`'s as `<owner>` and no grantor, or NULL when it grants what `default`
+    /// (`acldefault(…)`) does. See [`routines`].
+    fn normalised_acl(acl: &str, owner: &str, default: &str) -> String {
+        let items = |source: &str| {
+            format!(
+                "(SELECT string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' WHEN a.grantee = {owner} THEN '<owner>' \
+                 ELSE pg_get_userbyid(a.grantee)::text END || ':' || a.privilege_type \
+                 || CASE WHEN a.is_grantable THEN '*' ELSE '' END, ',' ORDER BY 1) FROM aclexplode({source}) a)"
+            )
+        };
+        format!("NULLIF({}, {})", items(acl), items(default))
+    }
+
     /// Grants, here and in [`objects`], are written as `grantee:privilege`, sorted, with the
     /// object's owner as `<owner>` and no grantor: a backup restored with `--no-owner` belongs
-    /// to the role that restored it, and its schema must still compare equal. A default ACL
-    /// (none granted) is written as nothing, as before grants were normalised.
+    /// to the role that restored it, and its schema must still compare equal. Grants that are
+    /// the default (none made, or all revoked and given back) are written as nothing, as they
+    /// were before grants were normalised: `pg_dump` writes none for them either.
     fn routines(connection: &mut PgConnection) -> QueryResult<Vec<Routine>> {
-        Ok(diesel::sql_query(
+        let acl = normalised_acl("p.proacl", "p.proowner", "acldefault('f', p.proowner)");
+        Ok(diesel::sql_query(format!(
             "SELECT p.proname::text AS name,
-                    pg_get_functiondef(p.oid) || coalesce(' ACL ' || (
-                        SELECT string_agg(
-                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' WHEN a.grantee = p.proowner THEN '<owner>'
-                                 ELSE pg_get_userbyid(a.grantee)::text END
-                            || ':' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END,
-                            ',' ORDER BY 1)
-                        FROM aclexplode(p.proacl) a), '') AS definition,
+                    pg_get_functiondef(p.oid) || coalesce(' ACL ' || {acl}, '') AS definition,
                     obj_description(p.oid, 'pg_proc') AS comment
              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-             WHERE n.nspname = current_schema() AND p.prokind IN ('f', 'p')",
-        )
+             WHERE n.nspname = current_schema() AND p.prokind IN ('f', 'p')"
+        ))
         .load::<RoutineRow>(connection)?
         .into_iter()
         .map(|row| Routine {
@@ -464,16 +474,15 @@ mod postgres {
     }
 
     fn objects(connection: &mut PgConnection) -> QueryResult<Vec<String>> {
-        Ok(diesel::sql_query(
+        let acl = normalised_acl(
+            "c.relacl",
+            "c.relowner",
+            "CASE c.relkind WHEN 'S' THEN acldefault('s', c.relowner) ELSE acldefault('r', c.relowner) END",
+        );
+        Ok(diesel::sql_query(format!(
             "SELECT 'relation ' || c.relkind::text || ' ' || c.relname::text
                     || ' rls=' || c.relrowsecurity::text || ' force_rls=' || c.relforcerowsecurity::text
-                    || coalesce(' acl=' || (
-                        SELECT string_agg(
-                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' WHEN a.grantee = c.relowner THEN '<owner>'
-                                 ELSE pg_get_userbyid(a.grantee)::text END
-                            || ':' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END,
-                            ',' ORDER BY 1)
-                        FROM aclexplode(c.relacl) a), '')
+                    || coalesce(' acl=' || {acl}, '')
                     || coalesce(' options=' || c.reloptions::text, '')
                     || coalesce(' comment=' || obj_description(c.oid, 'pg_class'), '')
                     || CASE WHEN c.relkind IN ('v', 'm') THEN ' view=' || pg_get_viewdef(c.oid) ELSE '' END AS line
@@ -496,8 +505,8 @@ mod postgres {
              SELECT 'extension ' || e.extname::text FROM pg_extension e
              UNION ALL
              SELECT 'schema ' || s.nspname::text FROM pg_namespace s
-             WHERE s.nspname NOT LIKE 'pg\\_%' AND s.nspname NOT LIKE $1 AND s.nspname <> 'information_schema'",
-        )
+             WHERE s.nspname NOT LIKE 'pg\\_%' AND s.nspname NOT LIKE $1 AND s.nspname <> 'information_schema'"
+        ))
         .bind::<Text, _>(super::BOOKKEEPING_PREFIX)
         .load::<Line>(connection)?
         .into_iter()

@@ -68,6 +68,9 @@ impl Migrate for Database {
             return Ok(report);
         }
         let config = self.config();
+        if let Some(warning) = target.tls_warning() {
+            tracing::warn!(database = target.redacted(), "{warning}");
+        }
         let mut owner = ConnectionManager::new(target.clone(), config.session.clone(), config.pool.connection_timeout)
             .establish()?;
         let (migration, application) = (current_database(&mut owner)?, current_database(&mut connection)?);

@@ -27,7 +27,8 @@ use serde_json::json;
 
 use crate::audit::{self, Entry, OperatorContext, actions};
 use crate::statements::{
-    current_database, current_user, fact, is_member, role_attributes, role_exists, run, run_secret, texts,
+    current_database, current_user, fact, formatted, is_member, role_attributes, role_exists, run, run_secret,
+    table_exists, texts,
 };
 use crate::{RoleName, SecurityError};
 use database::DbConnection;
@@ -96,6 +97,8 @@ pub struct SetupReport {
     /// Everything else this run changed, one line each (empty when all was right already,
     /// apart from the grants and default privileges, which are stated again every time).
     pub changed: Vec<String>,
+    /// What this run found and left alone: settings of the roles (`ALTER ROLE … SET`).
+    pub notes: Vec<String>,
     /// Whether the setup's audit entry was written: `false` only before the first migration,
     /// when the database has no audit log yet.
     pub audited: bool,
@@ -112,8 +115,9 @@ enum Kind {
 
 /// Sets up the roles of the connection's database, in one transaction (`CREATE ROLE` and the
 /// grants are transactional on PostgreSQL: a failure leaves everything as it was). The
-/// connection must be a superuser's, or a role with `CREATEROLE` (which is then made a member
-/// of the owner, so that it may act as the owner) that may change the database's owner.
+/// connection must be a superuser's, or that of a role with `CREATEROLE` and `CREATEDB` that owns
+/// the database (giving the database to the owner needs both); such a role is made a member of
+/// the owner, so that it may act as the owner.
 pub fn setup_roles(
     connection: &mut DbConnection,
     names: &RoleNames,
@@ -133,6 +137,7 @@ pub fn setup_roles(
             names,
             created: Vec::new(),
             changed: Vec::new(),
+            notes: Vec::new(),
         };
         setup.check_admin()?;
         let (database_quoted, database) = current_database(setup.connection)?;
@@ -150,6 +155,7 @@ pub fn setup_roles(
             roles: names.clone(),
             created: setup.created,
             changed: setup.changed,
+            notes: setup.notes,
             audited,
         };
         if audited {
@@ -181,6 +187,7 @@ struct Setup<'a> {
     names: &'a RoleNames,
     created: Vec<String>,
     changed: Vec<String>,
+    notes: Vec<String>,
 }
 
 impl Setup<'_> {
@@ -188,15 +195,17 @@ impl Setup<'_> {
         let admin = current_user(self.connection)?;
         let allowed = fact(
             self.connection,
-            "SELECT (rolsuper OR rolcreaterole) AS value FROM pg_roles WHERE rolname = $1",
+            "SELECT (rolsuper OR (rolcreaterole AND rolcreatedb)) AS value FROM pg_roles WHERE rolname = $1",
             &admin,
         )?;
         if allowed {
             Ok(())
         } else {
-            Err(SecurityError::NotAllowed(
-                "roles setup needs a superuser, or a role with CREATEROLE: connect as one in DATABASE_URL".to_owned(),
-            ))
+            Err(SecurityError::NotAllowed(format!(
+                "roles setup needs a superuser, or a role with CREATEROLE and CREATEDB that owns the database \
+                 (giving the database to its owner role needs both), and {admin} is neither: connect as one in \
+                 DATABASE_URL"
+            )))
         }
     }
 
@@ -222,12 +231,13 @@ impl Setup<'_> {
             if role_exists(self.connection, role)? {
                 // Only a role that differs from what it should be is altered (and reported).
                 let now = role_attributes(self.connection, role)?;
-                if now.privileged || now.create_db != create_db || now.can_login != login {
+                if now.privileged || now.create_db != create_db || now.can_login != login || now.limited {
                     run(
                         self.connection,
-                        &format!("ALTER ROLE {} WITH {attributes}", role.quoted()),
+                        &format!("ALTER ROLE {} WITH {attributes} CONNECTION LIMIT -1", role.quoted()),
                     )?;
-                    self.changed.push(format!("role {role} set to {attributes}"));
+                    self.changed
+                        .push(format!("role {role} set to {attributes} CONNECTION LIMIT -1"));
                 }
             } else {
                 run(
@@ -237,50 +247,64 @@ impl Setup<'_> {
                 self.created.push(role.to_string());
             }
         }
-        // Memberships: each login of the application is a member of the application role and
-        // of nothing else; the other roles are members of nothing.
-        for (role, allowed) in [
-            (&names.owner, None),
-            (&names.app, None),
-            (&names.app_logins[0], Some(&names.app)),
-            (&names.app_logins[1], Some(&names.app)),
-            (&names.readonly, None),
-        ] {
-            let groups = texts(
+        self.memberships()
+    }
+
+    /// The logins are members of the application role, without `ADMIN OPTION`; the
+    /// administrator running this is a member of the owner (to act as the owner); no other
+    /// membership touches a managed role, in either direction.
+    fn memberships(&mut self) -> Result<(), SecurityError> {
+        let names = self.names.clone();
+        let admin = current_user(self.connection)?;
+        let managed = [
+            &names.owner,
+            &names.app,
+            &names.app_logins[0],
+            &names.app_logins[1],
+            &names.readonly,
+        ]
+        .map(RoleName::as_str)
+        .join(",");
+        let logins = format!("{},{}", names.app_logins[0], names.app_logins[1]);
+        let unwanted = formatted(
+            self.connection,
+            "SELECT format('REVOKE %I FROM %I', g.rolname, m.rolname) AS value
+             FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
+             WHERE (g.rolname = ANY (string_to_array($1, ',')) OR m.rolname = ANY (string_to_array($1, ',')))
+               AND NOT (g.rolname = $2 AND m.rolname = ANY (string_to_array($3, ',')))
+               AND NOT (g.rolname = $4 AND m.rolname = $5)
+             ORDER BY 1",
+            &[&managed, names.app.as_str(), &logins, names.owner.as_str(), &admin],
+        )?;
+        let admin_options = formatted(
+            self.connection,
+            "SELECT format('REVOKE ADMIN OPTION FOR %I FROM %I', g.rolname, m.rolname) AS value
+             FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
+             WHERE am.admin_option AND g.rolname = $1 AND m.rolname = ANY (string_to_array($2, ','))
+             ORDER BY 1",
+            &[names.app.as_str(), &logins],
+        )?;
+        for statement in unwanted.into_iter().chain(admin_options) {
+            run(self.connection, &statement)?;
+            self.changed.push(statement);
+        }
+        for login in &names.app_logins {
+            let member = fact(
                 self.connection,
-                "SELECT g.rolname::text AS value FROM pg_auth_members m
-                 JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member
-                 WHERE r.rolname = $1 ORDER BY 1",
-                role.as_str(),
+                "SELECT EXISTS (SELECT 1 FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid
+                                JOIN pg_roles m ON m.oid = am.member
+                                WHERE g.rolname = split_part($1, ',', 1) AND m.rolname = split_part($1, ',', 2)) AS value",
+                &format!("{},{login}", names.app),
             )?;
-            for group in groups
-                .iter()
-                .filter(|group| Some(group.as_str()) != allowed.map(RoleName::as_str))
-            {
-                let group = RoleName::parse(group).map_err(|_| {
-                    SecurityError::NotAllowed(format!(
-                        "role {role} is a member of {group:?}: revoke that membership by hand"
-                    ))
-                })?;
+            if !member {
                 run(
                     self.connection,
-                    &format!("REVOKE {} FROM {}", group.quoted(), role.quoted()),
+                    &format!("GRANT {} TO {}", names.app.quoted(), login.quoted()),
                 )?;
-                self.changed
-                    .push(format!("role {role} is no longer a member of {group}"));
-            }
-            if let Some(group) = allowed
-                && !groups.iter().any(|member_of| member_of == group.as_str())
-            {
-                run(
-                    self.connection,
-                    &format!("GRANT {} TO {}", group.quoted(), role.quoted()),
-                )?;
-                self.changed.push(format!("role {role} is a member of {group}"));
+                self.changed.push(format!("role {login} is a member of {}", names.app));
             }
         }
         // A CREATEROLE administrator acts as the owner below (SET ROLE): it must be a member.
-        let admin = current_user(self.connection)?;
         if !is_member(self.connection, &admin, &names.owner)? {
             run(
                 self.connection,
@@ -289,6 +313,33 @@ impl Setup<'_> {
             self.changed
                 .push(format!("{admin} is a member of {} to act as the owner", names.owner));
         }
+        // A search_path on a role would point the repositories' unqualified names at another
+        // schema (one of its own, with look-alike tables): it goes. Other settings of the roles
+        // are kept, and said (`lc_messages` may be wanted).
+        for statement in formatted(
+            self.connection,
+            "SELECT format('ALTER ROLE %I %s RESET search_path', r.rolname,
+                           CASE WHEN s.setdatabase = 0 THEN '' ELSE format('IN DATABASE %I', d.datname) END) AS value
+             FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+             LEFT JOIN pg_database d ON d.oid = s.setdatabase
+             WHERE r.rolname = ANY (string_to_array($1, ','))
+               AND EXISTS (SELECT 1 FROM unnest(s.setconfig) c WHERE c LIKE 'search\\_path=%')
+             ORDER BY 1",
+            &[&managed],
+        )? {
+            run(self.connection, &statement)?;
+            self.changed.push(statement);
+        }
+        self.notes = formatted(
+            self.connection,
+            "SELECT format('role %s has settings %s%s: kept (ALTER ROLE … RESET ALL removes them)', r.rolname,
+                           array_to_string(s.setconfig, ', '),
+                           CASE WHEN s.setdatabase = 0 THEN '' ELSE ' in database ' || d.datname END) AS value
+             FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+             LEFT JOIN pg_database d ON d.oid = s.setdatabase
+             WHERE r.rolname = ANY (string_to_array($1, ',')) ORDER BY 1",
+            &[&managed],
+        )?;
         Ok(())
     }
 
@@ -330,6 +381,18 @@ impl Setup<'_> {
                 &format!("ALTER SCHEMA public OWNER TO {}", owner.quoted()),
             )?;
             self.changed.push(format!("schema public is owned by {owner}"));
+        }
+        let creators = formatted(
+            self.connection,
+            "SELECT format('REVOKE CREATE ON SCHEMA public FROM %I', pg_get_userbyid(x.grantee)) AS value
+             FROM pg_namespace n, aclexplode(n.nspacl) x
+             WHERE n.nspname = 'public' AND x.privilege_type = 'CREATE' AND x.grantee NOT IN (0, n.nspowner)
+               AND $1 <> ''",
+            &[owner.as_str()],
+        )?;
+        for statement in creators {
+            run(self.connection, &statement)?;
+            self.changed.push(statement);
         }
         let (owner, app, readonly) = (owner.quoted(), self.names.app.quoted(), self.names.readonly.quoted());
         for statement in [
@@ -393,8 +456,68 @@ impl Setup<'_> {
         Ok(())
     }
 
+    /// Run as the owner: grants to roles other than the managed ones on the schema's tables,
+    /// sequences, columns and functions, and in the owner's default privileges, are revoked
+    /// (and reported), as are column grants (the read-only role's own are made again below).
+    fn outsiders(&mut self) -> Result<(), SecurityError> {
+        let allowed = format!("{},{}", self.names.app, self.names.readonly);
+        let readonly = self.names.readonly.as_str();
+        let queries: [(&str, Vec<&str>); 4] = [
+            (
+                "SELECT DISTINCT format('REVOKE ALL ON %s %I.%I FROM %I',
+                           CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, n.nspname, c.relname,
+                           pg_get_userbyid(x.grantee)) AS value
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) x
+                 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+                   AND x.grantee NOT IN (0, c.relowner)
+                   AND NOT pg_get_userbyid(x.grantee) = ANY (string_to_array($1, ','))",
+                vec![allowed.as_str()],
+            ),
+            (
+                // The read-only role's SELECT on the columns of users but the password hash is
+                // made again in grants(); every other column grant goes.
+                "SELECT DISTINCT format('REVOKE ALL (%I) ON %I.%I FROM %s', a.attname, n.nspname, c.relname,
+                           CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END) AS value
+                 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(a.attacl) x
+                 WHERE n.nspname = 'public' AND a.attnum > 0 AND NOT a.attisdropped AND x.grantee <> c.relowner
+                   AND NOT (pg_get_userbyid(x.grantee) = $1 AND c.relname = 'users' AND x.privilege_type = 'SELECT'
+                            AND a.attname <> 'hashed_password')",
+                vec![readonly],
+            ),
+            (
+                "SELECT DISTINCT format('REVOKE ALL ON FUNCTION %s FROM %I', p.oid::regprocedure,
+                           pg_get_userbyid(x.grantee)) AS value
+                 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, aclexplode(p.proacl) x
+                 WHERE n.nspname = 'public' AND x.grantee NOT IN (0, p.proowner) AND $1 <> ''",
+                vec![allowed.as_str()],
+            ),
+            (
+                "SELECT DISTINCT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I %s REVOKE ALL ON %s FROM %s',
+                           pg_get_userbyid(d.defaclrole),
+                           CASE WHEN d.defaclnamespace = 0 THEN ''
+                                ELSE format('IN SCHEMA %I', (SELECT nspname FROM pg_namespace WHERE oid = d.defaclnamespace)) END,
+                           CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS'
+                                WHEN 'T' THEN 'TYPES' ELSE 'SCHEMAS' END,
+                           CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END) AS value
+                 FROM pg_default_acl d, aclexplode(d.defaclacl) x
+                 WHERE pg_get_userbyid(d.defaclrole) = $2 AND x.grantee <> d.defaclrole
+                   AND NOT (x.grantee <> 0 AND pg_get_userbyid(x.grantee) = ANY (string_to_array($1, ',')))",
+                vec![allowed.as_str(), self.names.owner.as_str()],
+            ),
+        ];
+        for (sql, binds) in queries {
+            for statement in formatted(self.connection, sql, &binds)? {
+                run(self.connection, &statement)?;
+                self.changed.push(statement);
+            }
+        }
+        Ok(())
+    }
+
     /// Run as the owner: the privileges on today's tables.
     fn grants(&mut self) -> Result<(), SecurityError> {
+        self.outsiders()?;
         let app = self.names.app.quoted();
         let readonly = self.names.readonly.quoted();
         let logins = format!(
@@ -423,6 +546,18 @@ impl Setup<'_> {
         if audit::has_audit_log(self.connection)? {
             // Append-only: the application may write entries and read them, nothing else.
             statements.push(format!("REVOKE UPDATE, DELETE ON audit_log FROM {app}"));
+        }
+        if table_exists(self.connection, "users")? {
+            // Reporting has no use for password hashes: every column of users but that one.
+            statements.push(format!("REVOKE SELECT ON users FROM {readonly}"));
+            statements.extend(formatted(
+                self.connection,
+                "SELECT format('GRANT SELECT (%s) ON users TO %I',
+                               string_agg(quote_ident(attname::text), ', ' ORDER BY attnum), $1) AS value
+                 FROM pg_attribute
+                 WHERE attrelid = 'users'::regclass AND attnum > 0 AND NOT attisdropped AND attname <> 'hashed_password'",
+                &[self.names.readonly.as_str()],
+            )?);
         }
         for statement in statements {
             run(self.connection, &statement)?;

@@ -23,13 +23,14 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use diesel::sql_types::BigInt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::{self, Entry, OperatorContext, actions};
 use crate::roles::{RoleNames, set_password};
-use crate::statements::{role_exists, run};
+use crate::statements::{self, role_exists, run};
 use crate::{RoleName, SecurityError};
 use database::DbConnection;
 use database::transaction::write_transaction;
@@ -97,6 +98,11 @@ impl SecretDirectory {
         write_private(&data.join(USER_FILE), user.as_bytes())?;
         write_private(&data.join(PASSWORD_FILE), password.expose_secret().as_bytes())?;
         sync_directory(&data)?;
+        // The directory `..data` names now stays until the next switch: a reader that resolved
+        // the link just before this one still finds its files.
+        let previous = fs::read_link(self.path.join(DATA_LINK))
+            .ok()
+            .map(|target| target.to_string_lossy().into_owned());
         replace_link(&self.path.join(DATA_LINK), Path::new(&stamp))?;
         for file in [USER_FILE, PASSWORD_FILE] {
             let link = self.path.join(file);
@@ -108,7 +114,7 @@ impl SecretDirectory {
         for entry in fs::read_dir(&self.path).map_err(|source| io(&self.path, source))? {
             let entry = entry.map_err(|source| io(&self.path, source))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("..2") && name != stamp {
+            if name.starts_with("..2") && name != stamp && Some(&name) != previous.as_ref() {
                 fs::remove_dir_all(entry.path()).map_err(|source| io(&entry.path(), source))?;
             }
         }
@@ -180,6 +186,54 @@ pub fn rotate_credentials(
     if !matches!(connection, DbConnection::Pg(_)) {
         return Err(SecurityError::NotPostgres("credential rotation"));
     }
+    // One rotation at a time: a second one during the first's grace period would switch the
+    // secret back to the login the first is about to expire, and leave no login that works.
+    lock(connection, grace)?;
+    let rotated = rotate_locked(connection, names, secrets, grace, context);
+    let unlocked = diesel::RunQueryDsl::execute(
+        diesel::sql_query("SELECT pg_advisory_unlock($1)").bind::<BigInt, _>(ROTATION_LOCK),
+        connection,
+    );
+    let report = rotated?;
+    unlocked.map_err(SecurityError::database("releasing the rotation lock"))?;
+    Ok(report)
+}
+
+/// Serialises rotations of one database (a session advisory lock): "rotate" in ASCII.
+const ROTATION_LOCK: i64 = 0x0000_726f_7461_7465;
+
+/// How long a rotation waits for another one to finish, beyond that one's grace period.
+const LOCK_WAIT: Duration = Duration::from_mins(1);
+
+/// Takes [`ROTATION_LOCK`], polling for at most `grace` and a minute.
+fn lock(connection: &mut DbConnection, grace: Duration) -> Result<(), SecurityError> {
+    let deadline = std::time::Instant::now() + grace + LOCK_WAIT;
+    loop {
+        let locked = statements::fact(
+            connection,
+            "SELECT pg_try_advisory_lock(CAST($1 AS bigint)) AS value",
+            &ROTATION_LOCK.to_string(),
+        )?;
+        if locked {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(SecurityError::NotAllowed(
+                "another credential rotation of this database is still running: try again when it has finished"
+                    .to_owned(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn rotate_locked(
+    connection: &mut DbConnection,
+    names: &RoleNames,
+    secrets: &SecretDirectory,
+    grace: Duration,
+    context: &OperatorContext,
+) -> Result<RotationReport, SecurityError> {
     for login in &names.app_logins {
         if !role_exists(connection, login)? {
             return Err(SecurityError::NotAllowed(format!(
@@ -228,7 +282,13 @@ pub fn rotate_credentials(
         }
         Ok::<_, SecurityError>(audited)
     })?;
-    secrets.write(next.as_str(), &password)?;
+    secrets.write(next.as_str(), &password).map_err(|error| {
+        SecurityError::Invalid(format!(
+            "{next} has a new password (audited), but the secret directory could not be switched to it, so the \
+             application still uses {}: {error}; run the rotation again",
+            previous.as_ref().map_or("no login", RoleName::as_str)
+        ))
+    })?;
     tracing::info!(login = %next, secret = %secrets.path().display(), "the secret names the new login");
     let Some(previous) = previous else {
         return Ok(RotationReport {
@@ -240,6 +300,15 @@ pub fn rotate_credentials(
         });
     };
     std::thread::sleep(grace);
+    // Expire the previous login only if the secret still names the new one (nothing but a
+    // rotation should switch it, and rotations hold the lock; a hand edit may not).
+    let current = secrets.current_user()?;
+    if current.as_deref() != Some(next.as_str()) {
+        return Err(SecurityError::NotAllowed(format!(
+            "{} names {current:?} instead of {next} after the grace period: {previous} keeps its password",
+            secrets.user_file().display()
+        )));
+    }
     write_transaction(connection, |connection| {
         run(
             connection,
@@ -298,13 +367,18 @@ mod tests {
             .expect("written");
         assert_eq!(secrets.current_user().expect("readable").as_deref(), Some("app_green"));
         assert_eq!(fs::read_to_string(secrets.password_file()).expect("read"), "second");
-        // One data directory is left, private, and the files are links into it.
+        secrets
+            .write("app_blue", &SecretString::from("third".to_owned()))
+            .expect("written");
+        assert_eq!(fs::read_to_string(secrets.password_file()).expect("read"), "third");
+        // Two data directories are left, private: the current one, and the one before it, for
+        // a reader that resolved the link just before the switch. The files are links.
         let data: Vec<_> = fs::read_dir(secrets.path())
             .expect("list")
             .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
             .filter(|name| name.starts_with("..2"))
             .collect();
-        assert_eq!(data.len(), 1, "{data:?}");
+        assert_eq!(data.len(), 2, "{data:?}");
         let mode = |path: PathBuf| fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
         assert_eq!(mode(secrets.path().join(&data[0])), 0o700);
         assert_eq!(mode(secrets.password_file()), 0o600);

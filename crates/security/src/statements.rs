@@ -42,6 +42,30 @@ pub(crate) fn fact(connection: &mut DbConnection, sql: &str, name: &str) -> Resu
         .value)
 }
 
+/// Texts answered by `sql` in a column `value`, binding `binds` as `$1`, `$2`, …: statements
+/// formatted by the server (`format('%I')`) from the catalog.
+pub(crate) fn formatted(
+    connection: &mut DbConnection,
+    sql: &str,
+    binds: &[&str],
+) -> Result<Vec<String>, SecurityError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        value: String,
+    }
+    let mut query = diesel::sql_query(sql).into_boxed();
+    for bind in binds {
+        query = query.bind::<Text, _>(*bind);
+    }
+    Ok(query
+        .load::<Row>(connection)
+        .map_err(SecurityError::database("reading the catalog"))?
+        .into_iter()
+        .map(|row| row.value)
+        .collect())
+}
+
 /// Texts answered by `sql` in a column `value`, binding `name` as `$1`.
 pub(crate) fn texts(connection: &mut DbConnection, sql: &str, name: &str) -> Result<Vec<String>, SecurityError> {
     #[derive(QueryableByName)]
@@ -120,6 +144,7 @@ pub(crate) fn current_user(connection: &mut DbConnection) -> Result<String, Secu
 
 /// The attributes of an existing role that matter to least privilege.
 #[derive(Debug, QueryableByName)]
+#[expect(clippy::struct_excessive_bools, reason = "flags of pg_roles, read as they are")]
 pub(crate) struct RoleAttributes {
     /// Any of `SUPERUSER`, `CREATEROLE`, `REPLICATION`, `BYPASSRLS` or `NOINHERIT`.
     #[diesel(sql_type = Bool)]
@@ -128,13 +153,17 @@ pub(crate) struct RoleAttributes {
     pub(crate) create_db: bool,
     #[diesel(sql_type = Bool)]
     pub(crate) can_login: bool,
+    /// `CONNECTION LIMIT` other than none: a login that cannot connect is an outage after a
+    /// rotation.
+    #[diesel(sql_type = Bool)]
+    pub(crate) limited: bool,
 }
 
 /// What `role` holds of the attributes that matter to least privilege.
 pub(crate) fn role_attributes(connection: &mut DbConnection, role: &RoleName) -> Result<RoleAttributes, SecurityError> {
     diesel::sql_query(
         "SELECT (rolsuper OR rolcreaterole OR rolreplication OR rolbypassrls OR NOT rolinherit) AS privileged,
-                rolcreatedb AS create_db, rolcanlogin AS can_login
+                rolcreatedb AS create_db, rolcanlogin AS can_login, rolconnlimit <> -1 AS limited
          FROM pg_roles WHERE rolname = $1",
     )
     .bind::<Text, _>(role.as_str())

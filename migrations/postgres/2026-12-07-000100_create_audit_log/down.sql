@@ -4,3 +4,5 @@
 DROP TABLE audit_log;
 -- squawk-ignore ban-drop-function
 DROP FUNCTION audit_log_append_only();
+-- squawk-ignore ban-drop-function
+DROP FUNCTION audit_log_stamp();

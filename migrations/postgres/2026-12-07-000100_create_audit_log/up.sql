@@ -63,6 +63,26 @@ $$;
 COMMENT ON FUNCTION audit_log_append_only() IS
     'Trigger function: refuses UPDATE, DELETE and TRUNCATE on audit_log, except the owner''s retention purge.';
 
+CREATE FUNCTION audit_log_stamp() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Writers other than the table's owner (the application) get the server's clock: they can
+    -- neither backdate an entry nor date it where the retention purge never reaches. The owner
+    -- (and a restore, which runs as the owner or a superuser) keeps the time it gives.
+    IF NOT pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE') THEN
+        NEW.occurred_at := clock_timestamp();
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+COMMENT ON FUNCTION audit_log_stamp() IS
+    'Trigger function: sets occurred_at to the server''s clock for every writer but the owner of audit_log.';
+
+CREATE TRIGGER trg_audit_log_stamp
+    BEFORE INSERT ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_log_stamp();
+
 CREATE TRIGGER trg_audit_log_no_update
     BEFORE UPDATE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
@@ -77,16 +97,16 @@ CREATE TRIGGER trg_audit_log_no_truncate
 
 -- Default privileges (dbctl roles setup) grant the application role SELECT, INSERT, UPDATE and
 -- DELETE on every table the owner creates; on this one it keeps INSERT and SELECT only. Every
--- role but the owner loses the rest, whatever its name.
+-- role but the owner loses the rest, whatever its name, and so does PUBLIC.
+REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON audit_log FROM PUBLIC;
 DO $$
 DECLARE
     grantee name;
 BEGIN
     FOR grantee IN
-        SELECT DISTINCT g.grantee FROM information_schema.role_table_grants g
-        WHERE g.table_schema = current_schema() AND g.table_name = 'audit_log'
-          AND g.privilege_type IN ('UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER')
-          AND g.grantee <> current_user
+        SELECT DISTINCT pg_get_userbyid(a.grantee) FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.oid = 'audit_log'::regclass AND a.grantee <> 0 AND a.grantee <> c.relowner
+          AND a.privilege_type IN ('UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER')
     LOOP
         EXECUTE format('REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON audit_log FROM %I', grantee);
     END LOOP;
@@ -95,7 +115,7 @@ $$;
 
 COMMENT ON TABLE audit_log IS 'Append-only record of sensitive operations: who, what, which entity, when, changed fields before and after, and the request.';
 COMMENT ON COLUMN audit_log.id IS 'Primary key: a time-ordered UUIDv7 made by the writer.';
-COMMENT ON COLUMN audit_log.occurred_at IS 'When the operation happened (UTC, microseconds).';
+COMMENT ON COLUMN audit_log.occurred_at IS 'When the operation happened (UTC, microseconds): the server''s clock for every writer but the owner (trg_audit_log_stamp).';
 COMMENT ON COLUMN audit_log.actor IS 'Who did it: user:<uuid>, operator:<name>, service:<name>, or none when the caller named no one.';
 COMMENT ON COLUMN audit_log.action IS 'What was done, as <entity>.<verb>, for example user.register or credentials.rotate.';
 COMMENT ON COLUMN audit_log.entity_type IS 'The kind of entity acted on: user, role, audit_log.';

@@ -78,8 +78,10 @@ impl<C: Connections> DieselAuditRepository<C> {
 }
 
 /// Identifies a trail for its cursors: a cursor of one entity's trail is refused by another's.
+/// The kind is length-prefixed, so that no two entities share a context (`user` / `a|b` and
+/// `user|a` / `b` would, joined by `|` alone).
 fn trail_context(entity: &AuditEntity) -> String {
-    format!("audit|{}|{}", entity.kind, entity.id)
+    format!("audit|{}:{}|{}", entity.kind.len(), entity.kind, entity.id)
 }
 
 fn entry_of(row: AuditRow) -> Result<AuditEntry, RepoError> {
@@ -155,5 +157,23 @@ impl<C: Connections> AuditRepository for DieselAuditRepository<C> {
             |entry: &AuditEntry| (entry.occurred_at, entry.id),
             &context,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_two_entities_share_a_cursor_context() {
+        let entity = |kind: &str, id: &str| AuditEntity::new(kind, id).expect("valid");
+        assert_ne!(
+            trail_context(&entity("user", "a|b")),
+            trail_context(&entity("user|a", "b"))
+        );
+        assert_ne!(
+            trail_context(&entity("user", "1:x")),
+            trail_context(&entity("user|1", "x"))
+        );
     }
 }
