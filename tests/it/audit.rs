@@ -303,28 +303,9 @@ fn rolled_back(database: &TestDb) {
     assert_eq!(entries(&store), before + 2);
 }
 
-/// On a migrated PostgreSQL database (the test reaches the owner through
-/// `TestDb::connect_as_owner`: the retention purge is the owner's, and the refusals below hold
-/// even for the owner) and on a SQLite file.
-macro_rules! on_sqlite_and_postgres_as_owner {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[test]
-            fn postgres() {
-                if let Some(database) = test_fixtures::TestDb::postgres_migrated() {
-                    super::$body(&database);
-                }
-            }
-
-            #[test]
-            fn sqlite() {
-                super::$body(&test_fixtures::TestDb::sqlite_file());
-            }
-        }
-    };
-}
-
-on_sqlite_and_postgres_as_owner!(
+// The test reaches the owner through `TestDb::connect_as_owner` on PostgreSQL: the retention
+// purge is the owner's, and the refusals below hold even for the owner.
+conformance!(
     entries_cannot_be_changed_or_deleted_but_by_the_audited_purge,
     append_only
 );

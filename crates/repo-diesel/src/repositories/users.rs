@@ -249,6 +249,30 @@ fn offset_of(page: PageRequest) -> Result<i64, RepoError> {
 }
 
 impl<C: Connections> DieselUserRepository<C> {
+    /// Changes a live user in one atomic step with its audit entry: reads the row, locked;
+    /// `change` writes and returns the entry, which is recorded with the call's context; the
+    /// user is read back. `NotFound` when no live user has this id.
+    fn change_live(
+        &self,
+        id: UserId,
+        change: impl FnOnce(&mut DbConnection, UserRow) -> QueryResult<Change>,
+    ) -> Result<User, RepoError> {
+        let context = self.connections.audit_context();
+        let changed = self.connections.atomic(|connection| {
+            let Some(before) = locked_row(connection, id, Lock::NoKeyUpdate)?.filter(|row| row.deleted_at.is_none())
+            else {
+                return Ok(false);
+            };
+            let entry = change(connection, before)?;
+            record(connection, context, &[entry])?;
+            Ok(true)
+        })?;
+        if !changed {
+            return Err(RepoError::not_found("user", &id));
+        }
+        self.get(id, Scope::Live)
+    }
+
     /// The user that `read` finds (a [`user_row!`] query), if any.
     fn find(&self, read: impl FnOnce(&mut DbConnection) -> QueryResult<UserRow>) -> Result<Option<User>, RepoError> {
         let row = self
@@ -345,12 +369,7 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
             hashed_password: changes.password_hash.map(|hash| hash.as_phc().to_owned()),
         };
         let now = DbTimestamp(domain::time::now());
-        let context = self.connections.audit_context();
-        let updated = self.connections.atomic(|connection| {
-            let Some(before) = locked_row(connection, id, Lock::NoKeyUpdate)?.filter(|row| row.deleted_at.is_none())
-            else {
-                return Ok(false);
-            };
+        self.change_live(id, |connection, before| {
             diesel::update(users::table.filter(users::id.eq(key(id))))
                 .set((&changeset, users::updated_at.eq(greatest(users::updated_at, now))))
                 .execute(connection)?;
@@ -367,14 +386,14 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
                 old.insert("password".into(), REDACTED.into());
                 new.insert("password".into(), REDACTED.into());
             }
-            let change = audited(actions::USER_UPDATE, id, Some(old.into()), Some(new.into()), now);
-            record(connection, context, &[change])?;
-            Ok(true)
-        })?;
-        if !updated {
-            return Err(RepoError::not_found("user", &id));
-        }
-        self.get(id, Scope::Live)
+            Ok(audited(
+                actions::USER_UPDATE,
+                id,
+                Some(old.into()),
+                Some(new.into()),
+                now,
+            ))
+        })
     }
 
     #[tracing::instrument(skip(self, expected, replacement))]
@@ -416,12 +435,7 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
     #[tracing::instrument(skip(self))]
     fn set_active(&self, id: UserId, active: bool) -> Result<User, RepoError> {
         let now = DbTimestamp(domain::time::now());
-        let context = self.connections.audit_context();
-        let updated = self.connections.atomic(|connection| {
-            let Some(before) = locked_row(connection, id, Lock::NoKeyUpdate)?.filter(|row| row.deleted_at.is_none())
-            else {
-                return Ok(false);
-            };
+        self.change_live(id, |connection, before| {
             diesel::update(users::table.filter(users::id.eq(key(id))))
                 .set((
                     users::is_active.eq(active),
@@ -433,20 +447,14 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
             } else {
                 actions::USER_DEACTIVATE
             };
-            let change = audited(
+            Ok(audited(
                 action,
                 id,
                 Some(json!({ "is_active": before.is_active })),
                 Some(json!({ "is_active": active })),
                 now,
-            );
-            record(connection, context, &[change])?;
-            Ok(true)
-        })?;
-        if !updated {
-            return Err(RepoError::not_found("user", &id));
-        }
-        self.get(id, Scope::Live)
+            ))
+        })
     }
 
     #[tracing::instrument(skip(self))]
