@@ -325,6 +325,34 @@ fn the_application_role_may_only_read_and_write_rows_on_postgres() {
     .get_result(&mut app)
     .expect("count");
     assert_eq!(misdated, 0, "entries of the application are dated by the server");
+    // ... also when a temporary table of its session stands in for the catalog the trigger
+    // reads (given TEMP by hand for this; the setup takes it away again).
+    setup
+        .database()
+        .connect()
+        .batch_execute(&format!(
+            "GRANT TEMPORARY ON DATABASE \"{}\" TO {}",
+            setup.database().postgres_name().expect("a PostgreSQL database"),
+            names.app.quoted()
+        ))
+        .expect("grant TEMP");
+    let mut app_with_temp = setup.connect_as(&names.app_logins[0]);
+    app_with_temp
+        .batch_execute(
+            "CREATE TEMP TABLE pg_class (oid oid, relowner oid);
+             INSERT INTO pg_temp.pg_class VALUES ('public.audit_log'::regclass, (SELECT oid FROM pg_roles WHERE rolname = current_user));
+             INSERT INTO audit_log (id, occurred_at, actor, action, entity_type, entity_id)
+             VALUES (gen_random_uuid(), '1970-01-02', 'none', 'test.shadowed', 'user', 'x')",
+        )
+        .expect("the application writes an entry beside its shadow catalog");
+    let misdated: i64 = diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "SELECT count(*) FROM public.audit_log WHERE action = 'test.shadowed' AND occurred_at < now() - interval '1 minute'",
+    )
+    .get_result(&mut app_with_temp)
+    .expect("count");
+    assert_eq!(misdated, 0, "a shadow pg_class does not fool the trigger");
+    drop(app_with_temp);
+    security::setup_roles(&mut setup.database().connect(), names, &setup_options()).expect("set up again");
 
     // The read-only role reads every column but the password hashes, and writes nothing.
     let mut readonly = setup.connect_as(&names.readonly);
@@ -425,6 +453,10 @@ fn tables_of_later_migrations_are_reachable_without_a_new_grant_on_postgres() {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one widening of every kind, then the checks that it was undone"
+)]
 fn a_setup_run_again_changes_nothing_and_narrows_a_widened_role_on_postgres() {
     let Some(setup) = RoleSetup::new(true) else {
         return;
@@ -456,9 +488,19 @@ fn a_setup_run_again_changes_nothing_and_narrows_a_widened_role_on_postgres() {
              GRANT {app} TO {login} WITH ADMIN OPTION; GRANT UPDATE (actor) ON audit_log TO {intruder}; \
              GRANT SELECT ON attendance TO {intruder}; GRANT CREATE ON SCHEMA public TO {intruder}; \
              ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT ALL ON TABLES TO {intruder}; \
-             ALTER ROLE {green} CONNECTION LIMIT 0; ALTER ROLE {login} SET search_path = evil",
+             ALTER ROLE {green} CONNECTION LIMIT 0; ALTER ROLE {login} SET search_path = evil; \
+             GRANT TEMPORARY ON DATABASE \"{database}\" TO {app}; GRANT CREATE ON DATABASE \"{database}\" TO {readonly}; \
+             GRANT ALL ON DATABASE \"{database}\" TO {intruder}; GRANT USAGE ON SCHEMA public TO {intruder}; \
+             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT TRUNCATE, TRIGGER ON TABLES TO {app} WITH GRANT OPTION; \
+             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} GRANT UPDATE ON SEQUENCES TO {readonly}; \
+             GRANT SELECT ON users TO {app} WITH GRANT OPTION; SET ROLE {owner}; \
+             CREATE PROCEDURE public.\"odd proc\"(int) LANGUAGE sql AS 'SELECT 1'; \
+             GRANT EXECUTE ON PROCEDURE public.\"odd proc\"(int) TO {intruder}; RESET ROLE; \
+             SET ROLE {login}; GRANT SELECT ON users TO {intruder}; RESET ROLE",
             owner = names.owner.quoted(),
-            app = names.app.quoted()
+            app = names.app.quoted(),
+            readonly = names.readonly.quoted(),
+            database = setup.database().postgres_name().expect("a PostgreSQL database"),
         ))
         .expect("widen");
     let mut app = setup.connect_as(&names.app_logins[0]);
@@ -469,12 +511,20 @@ fn a_setup_run_again_changes_nothing_and_narrows_a_widened_role_on_postgres() {
     let changed = narrowed.changed.join("\n");
     for expected in [
         "NOCREATEDB".to_owned(),
-        format!("REVOKE {} FROM {}", names.owner, names.app_logins[0]),
-        format!("REVOKE {} FROM {intruder}", names.owner),
-        format!("REVOKE ADMIN OPTION FOR {} FROM {}", names.app, names.app_logins[0]),
-        format!("REVOKE ALL (actor) ON public.audit_log FROM {intruder}"),
-        format!("REVOKE ALL ON TABLE public.attendance FROM {intruder}"),
-        format!("REVOKE CREATE ON SCHEMA public FROM {intruder}"),
+        format!("REVOKE {} FROM {} CASCADE", names.owner, names.app_logins[0]),
+        format!("REVOKE {} FROM {intruder} CASCADE", names.owner),
+        format!(
+            "REVOKE ADMIN OPTION FOR {} FROM {} CASCADE",
+            names.app, names.app_logins[0]
+        ),
+        format!("REVOKE ALL (actor) ON public.audit_log FROM {intruder} CASCADE"),
+        format!("REVOKE ALL ON TABLE public.attendance FROM {intruder} CASCADE"),
+        format!("REVOKE ALL ON SCHEMA public FROM {intruder} CASCADE"),
+        format!(
+            "REVOKE CREATE, TEMPORARY ON DATABASE {} FROM {intruder} CASCADE",
+            setup.database().postgres_name().expect("a PostgreSQL database")
+        ),
+        format!("REVOKE ALL ON ROUTINE \"odd proc\"(integer) FROM {intruder} CASCADE"),
         format!("REVOKE ALL ON TABLES FROM {intruder}"),
         format!("role {} set to LOGIN", names.app_logins[1]),
         format!("ALTER ROLE {}  RESET search_path", names.app_logins[0]),
@@ -486,10 +536,37 @@ fn a_setup_run_again_changes_nothing_and_narrows_a_widened_role_on_postgres() {
         Vec::<String>::new(),
         "the search_path was removed, not kept"
     );
+    // The application and the read-only role hold again exactly what they need.
+    let mut app = setup.connect_as(&names.app_logins[0]);
+    denied(
+        &mut app,
+        "CREATE TEMP TABLE stray (id int)",
+        "permission denied to create temporary tables",
+    );
+    let mut readonly = setup.connect_as(&names.readonly);
+    denied(&mut readonly, "CREATE SCHEMA stray", "permission denied for database");
+    setup
+        .connect_as(&names.owner)
+        .batch_execute("CREATE TABLE later_feature (id int PRIMARY KEY); CREATE SEQUENCE later_sequence")
+        .expect("a later migration");
+    denied(
+        &mut app,
+        "TRUNCATE later_feature",
+        "permission denied for table later_feature",
+    );
+    denied(
+        &mut readonly,
+        "SELECT setval('later_sequence', 5)",
+        "permission denied for sequence later_sequence",
+    );
     // The intruder holds nothing any more; the green login may connect again.
     let mut admin = setup.database().connect();
     let grants: i64 = diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
         "SELECT (SELECT count(*) FROM pg_class c, aclexplode(c.relacl) x WHERE x.grantee = '{intruder}'::regrole)
+              + (SELECT count(*) FROM pg_proc p, aclexplode(p.proacl) x WHERE x.grantee = '{intruder}'::regrole)
+              + (SELECT count(*) FROM pg_database d, aclexplode(d.datacl) x
+                 WHERE d.datname = current_database() AND x.grantee = '{intruder}'::regrole AND x.privilege_type <> 'CONNECT')
+              + (SELECT count(*) FROM pg_namespace n, aclexplode(n.nspacl) x WHERE x.grantee = '{intruder}'::regrole)
               + (SELECT count(*) FROM pg_attribute a, aclexplode(a.attacl) x WHERE x.grantee = '{intruder}'::regrole)
               + (SELECT count(*) FROM pg_default_acl d, aclexplode(d.defaclacl) x WHERE x.grantee = '{intruder}'::regrole)
               + (SELECT count(*) FROM pg_auth_members WHERE member = '{intruder}'::regrole)"

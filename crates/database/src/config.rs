@@ -171,7 +171,7 @@ impl CredentialFiles {
     fn read(&self) -> Result<(Option<String>, Option<String>), ConfigError> {
         let read = |file: &Option<(PathBuf, &'static str)>| {
             file.as_ref()
-                .map(|(path, variable)| read_secret_file(path, variable))
+                .map(|(path, variable)| read_secret(path, variable))
                 .transpose()
         };
         for attempt in 1..=CREDENTIAL_READ_ATTEMPTS {
@@ -181,8 +181,8 @@ impl CredentialFiles {
                 Ok(_) => {}
                 // A file that went between resolving its directory and opening it (the directory
                 // of an older rotation, removed): read the new one.
-                Err(error) if attempt < CREDENTIAL_READ_ATTEMPTS && error.problem.contains("No such file") => {}
-                Err(error) => return Err(error),
+                Err(SecretFileError { missing: true, .. }) if attempt < CREDENTIAL_READ_ATTEMPTS => {}
+                Err(SecretFileError { error, .. }) => return Err(error),
             }
         }
         let variable = self
@@ -199,21 +199,33 @@ impl CredentialFiles {
 /// The contents of a secret file without its final line break (`echo secret > file`); any other
 /// whitespace belongs to the secret. Errors name the variable and the path, never the contents.
 pub fn read_secret_file(path: &Path, variable: &'static str) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| ConfigError::new(variable, format!("cannot be read ({}): {error}", path.display())))?;
+    read_secret(path, variable).map_err(|failed| failed.error)
+}
+
+/// Why a secret file could not be read: the error, and whether the file was missing.
+struct SecretFileError {
+    missing: bool,
+    error: ConfigError,
+}
+
+impl From<ConfigError> for SecretFileError {
+    fn from(error: ConfigError) -> Self {
+        Self { missing: false, error }
+    }
+}
+
+fn read_secret(path: &Path, variable: &'static str) -> Result<String, SecretFileError> {
+    let text = std::fs::read_to_string(path).map_err(|error| SecretFileError {
+        missing: error.kind() == std::io::ErrorKind::NotFound,
+        error: ConfigError::new(variable, format!("cannot be read ({}): {error}", path.display())),
+    })?;
     let text = text.strip_suffix('\n').unwrap_or(&text);
     let text = text.strip_suffix('\r').unwrap_or(text);
     if text.is_empty() {
-        return Err(ConfigError::new(
-            variable,
-            format!("names an empty file ({})", path.display()),
-        ));
+        return Err(ConfigError::new(variable, format!("names an empty file ({})", path.display())).into());
     }
     if text.contains('\0') {
-        return Err(ConfigError::new(
-            variable,
-            format!("holds a NUL character ({})", path.display()),
-        ));
+        return Err(ConfigError::new(variable, format!("holds a NUL character ({})", path.display())).into());
     }
     Ok(text.to_owned())
 }

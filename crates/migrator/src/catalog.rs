@@ -439,11 +439,13 @@ mod postgres {
     /// items with `owner`'s as `<owner>` and no grantor, or NULL when it grants what `default`
     /// (`acldefault(…)`) does. See [`routines`].
     fn normalised_acl(acl: &str, owner: &str, default: &str) -> String {
+        // Sorted by the item itself (`ORDER BY 1` inside an aggregate sorts by a constant).
         let items = |source: &str| {
             format!(
-                "(SELECT string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' WHEN a.grantee = {owner} THEN '<owner>' \
-                 ELSE pg_get_userbyid(a.grantee)::text END || ':' || a.privilege_type \
-                 || CASE WHEN a.is_grantable THEN '*' ELSE '' END, ',' ORDER BY 1) FROM aclexplode({source}) a)"
+                "(SELECT string_agg(item, ',' ORDER BY item) FROM (SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                 WHEN a.grantee = {owner} THEN '<owner>' ELSE pg_get_userbyid(a.grantee)::text END \
+                 || ':' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END AS item \
+                 FROM aclexplode({source}) a) items)"
             )
         };
         format!("NULLIF({}, {})", items(acl), items(default))

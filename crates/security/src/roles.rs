@@ -28,7 +28,7 @@ use serde_json::json;
 use crate::audit::{self, Entry, OperatorContext, actions};
 use crate::statements::{
     current_database, current_user, fact, formatted, is_member, role_attributes, role_exists, run, run_secret,
-    table_exists, texts,
+    server_version, table_exists, texts,
 };
 use crate::{RoleName, SecurityError};
 use database::DbConnection;
@@ -250,13 +250,10 @@ impl Setup<'_> {
         self.memberships()
     }
 
-    /// The logins are members of the application role, without `ADMIN OPTION`; the
-    /// administrator running this is a member of the owner (to act as the owner); no other
-    /// membership touches a managed role, in either direction.
-    fn memberships(&mut self) -> Result<(), SecurityError> {
-        let names = self.names.clone();
-        let admin = current_user(self.connection)?;
-        let managed = [
+    /// The five managed roles, comma-separated (role names hold no comma).
+    fn managed(&self) -> String {
+        let names = self.names;
+        [
             &names.owner,
             &names.app,
             &names.app_logins[0],
@@ -264,21 +261,32 @@ impl Setup<'_> {
             &names.readonly,
         ]
         .map(RoleName::as_str)
-        .join(",");
+        .join(",")
+    }
+
+    /// The logins are members of the application role, without `ADMIN OPTION`; the
+    /// administrator running this is a member of the owner (to act as the owner); no other
+    /// membership touches a managed role, in either direction.
+    fn memberships(&mut self) -> Result<(), SecurityError> {
+        let names = self.names.clone();
+        let admin = current_user(self.connection)?;
+        let managed = self.managed();
         let logins = format!("{},{}", names.app_logins[0], names.app_logins[1]);
+        // The administrator running this may be a member of any of them (PostgreSQL 16 makes a
+        // CREATEROLE role a member of every role it creates); nobody else but the logins.
         let unwanted = formatted(
             self.connection,
-            "SELECT format('REVOKE %I FROM %I', g.rolname, m.rolname) AS value
+            "SELECT format('REVOKE %I FROM %I CASCADE', g.rolname, m.rolname) AS value
              FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
              WHERE (g.rolname = ANY (string_to_array($1, ',')) OR m.rolname = ANY (string_to_array($1, ',')))
                AND NOT (g.rolname = $2 AND m.rolname = ANY (string_to_array($3, ',')))
-               AND NOT (g.rolname = $4 AND m.rolname = $5)
+               AND m.rolname <> $4
              ORDER BY 1",
-            &[&managed, names.app.as_str(), &logins, names.owner.as_str(), &admin],
+            &[&managed, names.app.as_str(), &logins, &admin],
         )?;
         let admin_options = formatted(
             self.connection,
-            "SELECT format('REVOKE ADMIN OPTION FOR %I FROM %I', g.rolname, m.rolname) AS value
+            "SELECT format('REVOKE ADMIN OPTION FOR %I FROM %I CASCADE', g.rolname, m.rolname) AS value
              FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
              WHERE am.admin_option AND g.rolname = $1 AND m.rolname = ANY (string_to_array($2, ','))
              ORDER BY 1",
@@ -304,11 +312,16 @@ impl Setup<'_> {
                 self.changed.push(format!("role {login} is a member of {}", names.app));
             }
         }
-        // A CREATEROLE administrator acts as the owner below (SET ROLE): it must be a member.
+        // A CREATEROLE administrator acts as the owner below (SET ROLE): it must be allowed to.
         if !is_member(self.connection, &admin, &names.owner)? {
+            let with_set = if server_version(self.connection)? >= 160_000 {
+                " WITH SET TRUE"
+            } else {
+                ""
+            };
             run(
                 self.connection,
-                &format!("GRANT {} TO CURRENT_USER", names.owner.quoted()),
+                &format!("GRANT {} TO CURRENT_USER{with_set}", names.owner.quoted()),
             )?;
             self.changed
                 .push(format!("{admin} is a member of {} to act as the owner", names.owner));
@@ -382,24 +395,56 @@ impl Setup<'_> {
             )?;
             self.changed.push(format!("schema public is owned by {owner}"));
         }
-        let creators = formatted(
+        // Other roles keep at most CONNECT on the database and nothing on the schema.
+        let managed = self.managed();
+        let outsiders = formatted(
             self.connection,
-            "SELECT format('REVOKE CREATE ON SCHEMA public FROM %I', pg_get_userbyid(x.grantee)) AS value
+            "SELECT DISTINCT format('REVOKE CREATE, TEMPORARY ON DATABASE %I FROM %I CASCADE', d.datname,
+                           pg_get_userbyid(x.grantee)) AS value
+             FROM pg_database d, aclexplode(d.datacl) x
+             WHERE d.datname = current_database() AND x.privilege_type <> 'CONNECT'
+               AND x.grantee NOT IN (0, d.datdba) AND NOT pg_get_userbyid(x.grantee) = ANY (string_to_array($1, ','))
+             UNION
+             SELECT DISTINCT format('REVOKE ALL ON SCHEMA public FROM %I CASCADE', pg_get_userbyid(x.grantee))
              FROM pg_namespace n, aclexplode(n.nspacl) x
-             WHERE n.nspname = 'public' AND x.privilege_type = 'CREATE' AND x.grantee NOT IN (0, n.nspowner)
-               AND $1 <> ''",
-            &[owner.as_str()],
+             WHERE n.nspname = 'public' AND x.grantee NOT IN (0, n.nspowner)
+               AND NOT pg_get_userbyid(x.grantee) = ANY (string_to_array($1, ','))
+             ORDER BY 1",
+            &[&managed],
         )?;
-        for statement in creators {
+        for statement in outsiders {
             run(self.connection, &statement)?;
             self.changed.push(statement);
         }
         let (owner, app, readonly) = (owner.quoted(), self.names.app.quoted(), self.names.readonly.quoted());
-        for statement in [
+        let all = format!(
+            "{app}, {readonly}, {}, {}",
+            self.names.app_logins[0].quoted(),
+            self.names.app_logins[1].quoted()
+        );
+        // The managed roles' grants on the database, the schema and in the owner's default
+        // privileges are stated anew: everything revoked, then what each needs granted.
+        let mut statements = vec![
             format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC"),
+            format!("REVOKE ALL ON DATABASE {database} FROM {all} CASCADE"),
             format!("GRANT CONNECT ON DATABASE {database} TO {app}, {readonly}"),
             "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_owned(),
+            format!("REVOKE ALL ON SCHEMA public FROM {all} CASCADE"),
             format!("GRANT USAGE ON SCHEMA public TO {app}, {readonly}"),
+            format!("ALTER DEFAULT PRIVILEGES FOR ROLE {owner} REVOKE ALL ON SCHEMAS FROM {all}"),
+        ];
+        for kind in ["TABLES", "SEQUENCES", "FUNCTIONS", "TYPES"] {
+            statements.push(format!(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} REVOKE ALL ON {kind} FROM {all}"
+            ));
+            statements.push(format!(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public REVOKE ALL ON {kind} FROM {all}"
+            ));
+        }
+        for statement in statements {
+            run(self.connection, &statement)?;
+        }
+        for statement in [
             // The tables the owner creates from now on, whoever runs this. Without FOR ROLE,
             // default privileges cover only objects created by the role that ran the statement
             // (here the administrator), the most common mistake of a migrator/application split.
@@ -464,7 +509,7 @@ impl Setup<'_> {
         let readonly = self.names.readonly.as_str();
         let queries: [(&str, Vec<&str>); 4] = [
             (
-                "SELECT DISTINCT format('REVOKE ALL ON %s %I.%I FROM %I',
+                "SELECT DISTINCT format('REVOKE ALL ON %s %I.%I FROM %I CASCADE',
                            CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, n.nspname, c.relname,
                            pg_get_userbyid(x.grantee)) AS value
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) x
@@ -476,7 +521,7 @@ impl Setup<'_> {
             (
                 // The read-only role's SELECT on the columns of users but the password hash is
                 // made again in grants(); every other column grant goes.
-                "SELECT DISTINCT format('REVOKE ALL (%I) ON %I.%I FROM %s', a.attname, n.nspname, c.relname,
+                "SELECT DISTINCT format('REVOKE ALL (%I) ON %I.%I FROM %s CASCADE', a.attname, n.nspname, c.relname,
                            CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END) AS value
                  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
                  JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(a.attacl) x
@@ -486,7 +531,7 @@ impl Setup<'_> {
                 vec![readonly],
             ),
             (
-                "SELECT DISTINCT format('REVOKE ALL ON FUNCTION %s FROM %I', p.oid::regprocedure,
+                "SELECT DISTINCT format('REVOKE ALL ON ROUTINE %s FROM %I CASCADE', p.oid::regprocedure,
                            pg_get_userbyid(x.grantee)) AS value
                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, aclexplode(p.proacl) x
                  WHERE n.nspname = 'public' AND x.grantee NOT IN (0, p.proowner) AND $1 <> ''",
@@ -502,7 +547,8 @@ impl Setup<'_> {
                            CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END) AS value
                  FROM pg_default_acl d, aclexplode(d.defaclacl) x
                  WHERE pg_get_userbyid(d.defaclrole) = $2 AND x.grantee <> d.defaclrole
-                   AND NOT (x.grantee <> 0 AND pg_get_userbyid(x.grantee) = ANY (string_to_array($1, ',')))",
+                   AND NOT (x.grantee <> 0 AND pg_get_userbyid(x.grantee) = ANY (string_to_array($1, ',')))
+                   AND NOT (x.grantee = 0 AND d.defaclobjtype = 'T')",
                 vec![allowed.as_str(), self.names.owner.as_str()],
             ),
         ];
@@ -527,29 +573,30 @@ impl Setup<'_> {
         );
         let mut statements = vec![
             // Nobody but these roles, and nothing wider than each needs.
-            "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC".to_owned(),
-            "REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM PUBLIC".to_owned(),
-            "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC".to_owned(),
-            format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {logins}, {readonly}, {app}"),
-            format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {logins}, {readonly}, {app}"),
+            "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC CASCADE".to_owned(),
+            "REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM PUBLIC CASCADE".to_owned(),
+            "REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA public FROM PUBLIC".to_owned(),
+            format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {logins}, {readonly}, {app} CASCADE"),
+            format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {logins}, {readonly}, {app} CASCADE"),
+            format!("REVOKE ALL ON ALL ROUTINES IN SCHEMA public FROM {logins}, {readonly}, {app} CASCADE"),
             format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app}"),
             format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app}"),
             format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {readonly}"),
             format!("GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {readonly}"),
             // The runner's history: read by the at-head check, written only by migrations.
             format!(
-                "REVOKE INSERT, UPDATE, DELETE ON {}, {} FROM {app}",
+                "REVOKE INSERT, UPDATE, DELETE ON {}, {} FROM {app} CASCADE",
                 migrator::HISTORY_TABLE,
                 migrator::STATE_TABLE
             ),
         ];
         if audit::has_audit_log(self.connection)? {
             // Append-only: the application may write entries and read them, nothing else.
-            statements.push(format!("REVOKE UPDATE, DELETE ON audit_log FROM {app}"));
+            statements.push(format!("REVOKE UPDATE, DELETE ON audit_log FROM {app} CASCADE"));
         }
         if table_exists(self.connection, "users")? {
             // Reporting has no use for password hashes: every column of users but that one.
-            statements.push(format!("REVOKE SELECT ON users FROM {readonly}"));
+            statements.push(format!("REVOKE SELECT ON users FROM {readonly} CASCADE"));
             statements.extend(formatted(
                 self.connection,
                 "SELECT format('GRANT SELECT (%s) ON users TO %I',

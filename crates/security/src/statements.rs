@@ -98,14 +98,18 @@ pub(crate) fn is_member(connection: &mut DbConnection, member: &str, group: &Rol
         #[diesel(sql_type = Bool)]
         value: bool,
     }
-    Ok(diesel::sql_query("SELECT pg_has_role($1, $2, 'MEMBER') AS value")
-        .bind::<Text, _>(member)
-        .bind::<Text, _>(group.as_str())
-        .get_result::<Fact>(connection)
-        .map_err(SecurityError::database(format!(
-            "reading whether {member} is a member of {group}"
-        )))?
-        .value)
+    // PostgreSQL 16 separates membership from the right to SET ROLE, which is what is needed.
+    Ok(diesel::sql_query(
+        "SELECT CASE WHEN current_setting('server_version_num')::int >= 160000 THEN pg_has_role($1, $2, 'SET')
+                     ELSE pg_has_role($1, $2, 'MEMBER') END AS value",
+    )
+    .bind::<Text, _>(member)
+    .bind::<Text, _>(group.as_str())
+    .get_result::<Fact>(connection)
+    .map_err(SecurityError::database(format!(
+        "reading whether {member} is a member of {group}"
+    )))?
+    .value)
 }
 
 /// Whether a table of this name is visible on the connection's search path.
@@ -169,4 +173,19 @@ pub(crate) fn role_attributes(connection: &mut DbConnection, role: &RoleName) ->
     .bind::<Text, _>(role.as_str())
     .get_result(connection)
     .map_err(SecurityError::database(format!("reading the attributes of {role}")))
+}
+
+/// The server's version as a number (`server_version_num`: 150020 for 15.20).
+pub(crate) fn server_version(connection: &mut DbConnection) -> Result<i32, SecurityError> {
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        version: i32,
+    }
+    Ok(
+        diesel::sql_query("SELECT current_setting('server_version_num')::int AS version")
+            .get_result::<Version>(connection)
+            .map_err(SecurityError::database("reading the server's version"))?
+            .version,
+    )
 }

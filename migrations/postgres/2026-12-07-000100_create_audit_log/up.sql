@@ -42,14 +42,16 @@ CREATE INDEX idx_audit_log_entity_type_entity_id_occurred_at_id ON audit_log (en
 -- squawk-ignore require-concurrent-index-creation
 CREATE INDEX idx_audit_log_occurred_at ON audit_log (occurred_at);
 
+-- Both trigger functions run with a fixed search_path: a session's temporary objects (pg_temp,
+-- searched first by default) must not stand in for the catalog they read.
 CREATE FUNCTION audit_log_append_only() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- The retention purge: the table's owner (or a role it is granted to), in a transaction that
     -- set audit_log.purge_before, deleting an entry older than that.
     IF TG_OP = 'DELETE'
         AND coalesce(current_setting('audit_log.purge_before', true), '') <> ''
-        AND pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE')
+        AND pg_has_role(current_user, (SELECT relowner FROM pg_catalog.pg_class WHERE oid = TG_RELID), 'USAGE')
         AND OLD.occurred_at < current_setting('audit_log.purge_before', true)::timestamptz
     THEN
         RETURN OLD;
@@ -64,12 +66,12 @@ COMMENT ON FUNCTION audit_log_append_only() IS
     'Trigger function: refuses UPDATE, DELETE and TRUNCATE on audit_log, except the owner''s retention purge.';
 
 CREATE FUNCTION audit_log_stamp() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- Writers other than the table's owner (the application) get the server's clock: they can
     -- neither backdate an entry nor date it where the retention purge never reaches. The owner
     -- (and a restore, which runs as the owner or a superuser) keeps the time it gives.
-    IF NOT pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE') THEN
+    IF NOT pg_has_role(current_user, (SELECT relowner FROM pg_catalog.pg_class WHERE oid = TG_RELID), 'USAGE') THEN
         NEW.occurred_at := clock_timestamp();
     END IF;
     RETURN NEW;
