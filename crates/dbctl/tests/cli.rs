@@ -1249,6 +1249,9 @@ fn roles_rotation_and_audit_retention_from_the_command_line_on_postgres() {
     let admin_url = database.target().expose_connection_string();
     let prefix = format!("cli_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
     let names = security::RoleNames::with_prefix(&prefix).expect("valid");
+    // Dropped last (after the database), also when an assertion fails: roles are the server's.
+    let _roles = DropRoles(names.clone());
+    let _database = database;
     let scratch = tempfile::tempdir().expect("a directory");
     let owner_password = scratch.path().join("owner-password");
     std::fs::write(&owner_password, "owner secret\n").expect("write");
@@ -1364,18 +1367,26 @@ fn roles_rotation_and_audit_retention_from_the_command_line_on_postgres() {
         ]
     );
     drop(connection);
-    drop(database);
-    let mut admin = TestDb::postgres_admin().expect("admin");
-    for role in [
-        &names.app_logins[0],
-        &names.app_logins[1],
-        &names.app,
-        &names.readonly,
-        &names.owner,
-    ] {
-        admin
-            .batch_execute(&format!("DROP ROLE IF EXISTS {}", role.quoted()))
-            .expect("drop a test role");
+}
+
+/// Drops a test's roles when it ends, however it ends.
+struct DropRoles(security::RoleNames);
+
+impl Drop for DropRoles {
+    fn drop(&mut self) {
+        let Some(mut admin) = TestDb::postgres_admin() else {
+            return;
+        };
+        let names = &self.0;
+        for role in [
+            &names.app_logins[0],
+            &names.app_logins[1],
+            &names.app,
+            &names.readonly,
+            &names.owner,
+        ] {
+            let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {}", role.quoted()));
+        }
     }
 }
 
