@@ -95,7 +95,7 @@ pub(crate) fn has_audit_log(connection: &mut DbConnection) -> Result<bool, Secur
         Backend::Sqlite => statements::fact(
             connection,
             "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1) AS value",
-            "audit_log",
+            &["audit_log"],
         ),
     }
 }

@@ -28,7 +28,7 @@ use serde_json::json;
 use crate::audit::{self, Entry, OperatorContext, actions};
 use crate::statements::{
     current_database, current_user, fact, formatted, is_member, role_attributes, role_exists, run, run_secret,
-    server_version, table_exists, texts,
+    server_version, table_exists,
 };
 use crate::{RoleName, SecurityError};
 use database::DbConnection;
@@ -196,7 +196,7 @@ impl Setup<'_> {
         let allowed = fact(
             self.connection,
             "SELECT (rolsuper OR (rolcreaterole AND rolcreatedb)) AS value FROM pg_roles WHERE rolname = $1",
-            &admin,
+            &[&admin],
         )?;
         if allowed {
             Ok(())
@@ -301,8 +301,8 @@ impl Setup<'_> {
                 self.connection,
                 "SELECT EXISTS (SELECT 1 FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid
                                 JOIN pg_roles m ON m.oid = am.member
-                                WHERE g.rolname = split_part($1, ',', 1) AND m.rolname = split_part($1, ',', 2)) AS value",
-                &format!("{},{login}", names.app),
+                                WHERE g.rolname = $1 AND m.rolname = $2) AS value",
+                &[names.app.as_str(), login.as_str()],
             )?;
             if !member {
                 run(
@@ -374,7 +374,7 @@ impl Setup<'_> {
         let database_owned = fact(
             self.connection,
             "SELECT pg_get_userbyid(datdba)::text = $1 AS value FROM pg_database WHERE datname = current_database()",
-            owner.as_str(),
+            &[owner.as_str()],
         )?;
         if !database_owned {
             run(
@@ -386,7 +386,7 @@ impl Setup<'_> {
         let public_schema_owned = fact(
             self.connection,
             "SELECT pg_get_userbyid(nspowner)::text = $1 AS value FROM pg_namespace WHERE nspname = 'public'",
-            owner.as_str(),
+            &[owner.as_str()],
         )?;
         if !public_schema_owned {
             run(
@@ -470,7 +470,7 @@ impl Setup<'_> {
     /// belongs to the owner (a database migrated before the roles existed belongs to whoever
     /// migrated it). Objects of extensions and sequences owned by a column move with theirs.
     fn ownership(&mut self) -> Result<(), SecurityError> {
-        let statements = texts(
+        let statements = formatted(
             self.connection,
             "SELECT format('ALTER %s %s OWNER TO %I', kind, name, $1) AS value FROM (
                 SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
@@ -492,7 +492,7 @@ impl Setup<'_> {
                 SELECT 'SCHEMA', quote_ident(nspname) FROM pg_namespace
                 WHERE nspname = 'extensions' AND pg_get_userbyid(nspowner) <> $1
              ) objects ORDER BY 1",
-            self.names.owner.as_str(),
+            &[self.names.owner.as_str()],
         )?;
         for statement in statements {
             run(self.connection, &statement)?;

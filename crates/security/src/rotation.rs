@@ -212,7 +212,7 @@ fn lock(connection: &mut DbConnection, grace: Duration) -> Result<(), SecurityEr
         let locked = statements::fact(
             connection,
             "SELECT pg_try_advisory_lock(CAST($1 AS bigint)) AS value",
-            &ROTATION_LOCK.to_string(),
+            &[&ROTATION_LOCK.to_string()],
         )?;
         if locked {
             return Ok(());

@@ -27,18 +27,24 @@ pub(crate) fn run_secret(connection: &mut DbConnection, statement: &str, what: &
         .map_err(SecurityError::database(what))
 }
 
-/// A yes-or-no fact about `name`, read by `sql`, which binds `name` as `$1` and answers in a
-/// column `value`.
-pub(crate) fn fact(connection: &mut DbConnection, sql: &str, name: &str) -> Result<bool, SecurityError> {
+/// A yes-or-no fact read by `sql`, which binds `binds` as `$1`, `$2`, … and answers in a column
+/// `value`.
+pub(crate) fn fact(connection: &mut DbConnection, sql: &str, binds: &[&str]) -> Result<bool, SecurityError> {
     #[derive(QueryableByName)]
     struct Fact {
         #[diesel(sql_type = Bool)]
         value: bool,
     }
-    Ok(diesel::sql_query(sql)
-        .bind::<Text, _>(name)
+    let mut query = diesel::sql_query(sql).into_boxed();
+    for bind in binds {
+        query = query.bind::<Text, _>(*bind);
+    }
+    Ok(query
         .get_result::<Fact>(connection)
-        .map_err(SecurityError::database(format!("reading a fact about {name}")))?
+        .map_err(SecurityError::database(format!(
+            "reading a fact about {}",
+            binds.join(", ")
+        )))?
         .value)
 }
 
@@ -66,55 +72,29 @@ pub(crate) fn formatted(
         .collect())
 }
 
-/// Texts answered by `sql` in a column `value`, binding `name` as `$1`.
-pub(crate) fn texts(connection: &mut DbConnection, sql: &str, name: &str) -> Result<Vec<String>, SecurityError> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Text)]
-        value: String,
-    }
-    Ok(diesel::sql_query(sql)
-        .bind::<Text, _>(name)
-        .load::<Row>(connection)
-        .map_err(SecurityError::database(format!("reading facts about {name}")))?
-        .into_iter()
-        .map(|row| row.value)
-        .collect())
-}
-
 /// Whether a role of this name exists.
 pub(crate) fn role_exists(connection: &mut DbConnection, role: &RoleName) -> Result<bool, SecurityError> {
     fact(
         connection,
         "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AS value",
-        role.as_str(),
+        &[role.as_str()],
     )
 }
 
 /// Whether `member` is a member of `group`, directly or through other roles.
 pub(crate) fn is_member(connection: &mut DbConnection, member: &str, group: &RoleName) -> Result<bool, SecurityError> {
-    #[derive(QueryableByName)]
-    struct Fact {
-        #[diesel(sql_type = Bool)]
-        value: bool,
-    }
     // PostgreSQL 16 separates membership from the right to SET ROLE, which is what is needed.
-    Ok(diesel::sql_query(
+    fact(
+        connection,
         "SELECT CASE WHEN current_setting('server_version_num')::int >= 160000 THEN pg_has_role($1, $2, 'SET')
                      ELSE pg_has_role($1, $2, 'MEMBER') END AS value",
+        &[member, group.as_str()],
     )
-    .bind::<Text, _>(member)
-    .bind::<Text, _>(group.as_str())
-    .get_result::<Fact>(connection)
-    .map_err(SecurityError::database(format!(
-        "reading whether {member} is a member of {group}"
-    )))?
-    .value)
 }
 
 /// Whether a table of this name is visible on the connection's search path.
 pub(crate) fn table_exists(connection: &mut DbConnection, table: &str) -> Result<bool, SecurityError> {
-    fact(connection, "SELECT to_regclass($1) IS NOT NULL AS value", table)
+    fact(connection, "SELECT to_regclass($1) IS NOT NULL AS value", &[table])
 }
 
 /// The connection's current database, quoted by the server as an identifier, and as it is.
