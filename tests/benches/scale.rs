@@ -11,9 +11,13 @@
 //!
 //! 1. Point read through `DieselStore` (default settings) / pgbench `-S -M prepared`, and / bare
 //!    diesel on one `PgConnection` per thread, at 1 and 2 clients (targets ≥ 0.9 and ≥ 0.8).
+//!    Also through `DieselStore` / the same with `DATABASE_QUERY_METRICS=off` (issue 14: the
+//!    statement metrics' overhead, target ≥ 0.95).
 //! 2. Client instructions per point read / bare diesel + r2d2 (defaults) (target ≤ 1.2): this
 //!    binary re-runs itself as a worker doing K reads under `perf stat` or callgrind, for two K.
-//! 3. SQLite point read through `DieselStore` / bare diesel `SqliteConnection` (target ≥ 0.9).
+//!    Also / the store with `DATABASE_QUERY_METRICS=off` (target ≤ 1.05).
+//! 3. SQLite point read through `DieselStore` / bare diesel `SqliteConnection` (target ≥ 0.9), and
+//!    / the store with `DATABASE_QUERY_METRICS=off` (target ≥ 0.95).
 //! 4. Keyset page at 90 % depth / first page, forward and backward (target ≤ 1.5).
 //! 5. Offset page with each kind of total / keyset first page, at page 1 and at 90 % depth.
 //! 6. N+1 / eager page of 100 users with their attendance (target ≥ 5).
@@ -456,6 +460,14 @@ fn open_store(target: &DatabaseTarget) -> DieselStore {
     DieselStore::new(Arc::new(database))
 }
 
+/// A store whose statements are not timed (`DATABASE_QUERY_METRICS=off`): the baseline of the
+/// statement metrics' overhead.
+fn open_unmetered_store(target: &DatabaseTarget) -> DieselStore {
+    let mut config = DatabaseConfig::new(target.clone());
+    config.metrics.query_metrics = false;
+    DieselStore::new(Arc::new(Database::connect(config).expect("the database opens")))
+}
+
 /// Every live user's id, in id order.
 fn live_ids(store: &DieselStore) -> Vec<Uuid> {
     let mut connection = store.database().get().expect("a connection");
@@ -669,6 +681,12 @@ fn postgres_point_reads(report: &mut Report, store: &DieselStore, url: &str, pgb
                 store_get(store, random.pick(ids));
             })
         };
+        let unmetered_store = open_unmetered_store(&DatabaseTarget::postgres_url(url).expect("a valid URL"));
+        let unmetered = |duration: Duration| {
+            reads_per_second(clients, duration, &|_, random: &mut Random| {
+                store_get(&unmetered_store, random.pick(ids));
+            })
+        };
         let plain = |duration: Duration| {
             reads_per_second(clients, duration, &|thread, random: &mut Random| {
                 lock(&bare[thread]).bare_get(random.pick(ids));
@@ -676,12 +694,14 @@ fn postgres_point_reads(report: &mut Report, store: &DieselStore, url: &str, pgb
         };
         ours(WARM_UP);
         plain(WARM_UP);
-        let [pgbench_rate, store_rate, bare_rate] = interleaved(
+        unmetered(WARM_UP);
+        let [pgbench_rate, store_rate, bare_rate, unmetered_rate] = interleaved(
             ROUNDS,
             &mut [
                 &mut || pgbench_tps(pgbench_url, clients, PG_SAMPLE_SECONDS),
                 &mut || ours(sample),
                 &mut || plain(sample),
+                &mut || unmetered(sample),
             ],
         );
         let what = |text: &str| {
@@ -708,6 +728,17 @@ fn postgres_point_reads(report: &mut Report, store: &DieselStore, url: &str, pgb
             &pgbench_rate,
             Unit::ReadsPerSecond,
         );
+        report.ratio(
+            Measure::new(
+                "1",
+                "postgres",
+                what("DieselStore / DieselStore with DATABASE_QUERY_METRICS=off (the metrics' overhead)"),
+            )
+            .target(Target::AtLeast(0.95)),
+            &store_rate,
+            &unmetered_rate,
+            Unit::ReadsPerSecond,
+        );
     }
 }
 
@@ -727,10 +758,36 @@ fn sqlite_point_reads(report: &mut Report, store: &DieselStore, path: &Path, ids
                 lock(&bare[thread]).bare_get(random.pick(ids));
             })
         };
+        let unmetered_store = open_unmetered_store(&DatabaseTarget::sqlite_file(path));
+        let unmetered = |duration: Duration| {
+            reads_per_second(clients, duration, &|_, random: &mut Random| {
+                store_get(&unmetered_store, random.pick(ids));
+            })
+        };
         ours(WARM_UP);
         plain(WARM_UP);
-        let [store_rate, bare_rate] =
-            interleaved(ROUNDS, &mut [&mut || ours(SQLITE_SAMPLE), &mut || plain(SQLITE_SAMPLE)]);
+        unmetered(WARM_UP);
+        let [store_rate, bare_rate, unmetered_rate] = interleaved(
+            ROUNDS,
+            &mut [&mut || ours(SQLITE_SAMPLE), &mut || plain(SQLITE_SAMPLE), &mut || {
+                unmetered(SQLITE_SAMPLE)
+            }],
+        );
+        report.ratio(
+            Measure::new(
+                "3",
+                "sqlite",
+                format!(
+                    "point read, {clients} thread{}: DieselStore / DieselStore with DATABASE_QUERY_METRICS=off \
+                     (the metrics' overhead)",
+                    if clients == 1 { "" } else { "s" }
+                ),
+            )
+            .target(Target::AtLeast(0.95)),
+            &store_rate,
+            &unmetered_rate,
+            Unit::ReadsPerSecond,
+        );
         report.ratio(
             Measure::new(
                 "3",
@@ -772,13 +829,22 @@ fn client_instructions(report: &mut Report, url: &str, ids: &[Uuid]) {
     let ids = ids.join(",");
     let run = |kind: &str, reads: u64| counter.count(kind, reads, url, &ids);
     let [few, many] = WORKER_READS;
-    let [store_few, store_many, bare_few, bare_many] = interleaved(
+    let [
+        store_few,
+        store_many,
+        bare_few,
+        bare_many,
+        unmetered_few,
+        unmetered_many,
+    ] = interleaved(
         SLOW_ROUNDS,
         &mut [
             &mut || run("store", few),
             &mut || run("store", many),
             &mut || run("r2d2", few),
             &mut || run("r2d2", many),
+            &mut || run("store-unmetered", few),
+            &mut || run("store-unmetered", many),
         ],
     );
     let per_read = |few: &[f64], many: &[f64]| -> Vec<f64> {
@@ -790,10 +856,24 @@ fn client_instructions(report: &mut Report, url: &str, ids: &[Uuid]) {
         );
         per_read
     };
+    let store = per_read(&store_few, &store_many);
     report.ratio(
         measure.note(counter.name()),
-        &per_read(&store_few, &store_many),
+        &store,
         &per_read(&bare_few, &bare_many),
+        Unit::Instructions,
+    );
+    report.ratio(
+        Measure::new(
+            "2",
+            "postgres",
+            "client instructions per point read: DieselStore / DieselStore with DATABASE_QUERY_METRICS=off \
+             (the statement metrics' overhead)",
+        )
+        .target(Target::AtMost(1.05))
+        .note(counter.name()),
+        &store,
+        &per_read(&unmetered_few, &unmetered_many),
         Unit::Instructions,
     );
 }
@@ -900,6 +980,10 @@ fn worker(kind: &str) {
     match kind {
         "store" => {
             let store = open_store(&DatabaseTarget::postgres_url(&url).expect("a valid URL"));
+            ids.for_each(|id| store_get(&store, id));
+        }
+        "store-unmetered" => {
+            let store = open_unmetered_store(&DatabaseTarget::postgres_url(&url).expect("a valid URL"));
             ids.for_each(|id| store_get(&store, id));
         }
         "r2d2" => {

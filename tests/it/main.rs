@@ -9,6 +9,8 @@ mod cluster;
 mod constraints;
 mod faults;
 mod fixtures;
+mod health;
+mod metrics;
 mod migrations;
 mod migrator;
 mod pitr;

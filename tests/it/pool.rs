@@ -191,67 +191,6 @@ fn a_connection_the_server_closed_within_the_window_fails_once_and_is_replaced()
     assert_ne!(backend_pid(&mut connection), first_pid);
 }
 
-/// Queries started on connections to the databases being watched, counted through diesel's
-/// default instrumentation (set once per process; connections to other databases, of tests
-/// running at the same time, are not counted).
-static WATCHED: Mutex<Vec<(String, usize)>> = Mutex::new(Vec::new());
-
-struct CountQueriesOfWatched {
-    database: Option<String>,
-}
-
-impl Instrumentation for CountQueriesOfWatched {
-    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        let mut watched = WATCHED.lock().unwrap_or_else(PoisonError::into_inner);
-        match event {
-            InstrumentationEvent::StartEstablishConnection { url, .. } => {
-                self.database = watched
-                    .iter()
-                    .map(|(name, _)| name.clone())
-                    .find(|name| url.contains(&format!("/{name}")));
-            }
-            InstrumentationEvent::StartQuery { .. } => {
-                if let Some(database) = &self.database
-                    && let Some((_, count)) = watched.iter_mut().find(|(name, _)| name == database)
-                {
-                    *count += 1;
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-#[expect(
-    clippy::unnecessary_wraps,
-    reason = "diesel's default instrumentation is a fn returning an Option"
-)]
-fn count_queries_of_watched() -> Option<Box<dyn Instrumentation>> {
-    Some(Box::new(CountQueriesOfWatched { database: None }))
-}
-
-/// Counts, from now on, the queries of every connection opened to `database`.
-fn watch_queries(database: &str) {
-    static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| {
-        diesel::connection::set_default_instrumentation(count_queries_of_watched)
-            .expect("set the default instrumentation");
-    });
-    WATCHED
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push((database.to_owned(), 0));
-}
-
-fn queries_of(database: &str) -> usize {
-    WATCHED
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .find(|(name, _)| name == database)
-        .map_or(0, |(_, count)| *count)
-}
-
 #[derive(QueryableByName, Debug, Clone, Copy, PartialEq, Eq)]
 struct DatabaseStats {
     #[diesel(sql_type = BigInt)]
@@ -303,7 +242,7 @@ struct StatsWithBackends {
 /// so r2d2 opens no spare), the session settings travel in the startup packet, and the runner
 /// reads both history tables in one query without a checkout ping (the connection is within its
 /// validation window). diesel's own `establish` adds `SET TIME ZONE` and `SET CLIENT_ENCODING`,
-/// run before the instrumentation is installed and so not counted here.
+/// run before the pool's statement timer is installed and so not counted here.
 #[test]
 fn start_up_at_head_is_one_session_and_one_query() {
     let Some(database) = TestDb::postgres_migrated() else {
@@ -312,15 +251,16 @@ fn start_up_at_head_is_one_session_and_one_query() {
     let name = database.postgres_name().expect("a PostgreSQL database").to_owned();
     let mut admin = TestDb::postgres_admin().expect("an admin connection");
     let before = settled_stats(&mut admin, &name);
-    watch_queries(&name);
 
     let pool = Database::connect(database.config()).expect("pool");
     let report = pool.migrate().expect("at head");
     assert!(report.was_at_head, "{report:?}");
     let connections = pool.state().connections;
+    // Statements of the pool's connections, counted through diesel's instrumentation.
+    let statements = pool.metrics().statements;
+    let queries: u64 = statements.iter().map(|statement| statement.duration.count).sum();
     drop(pool);
 
-    let queries = queries_of(&name);
     let after = settled_stats(&mut admin, &name);
     let _ = writeln!(
         std::io::stderr(),
@@ -671,3 +611,68 @@ fn assert_session_settings(connection: &mut DbConnection, application_name: &str
         application_name
     );
 }
+
+/// Statements counted per thread by diesel's default instrumentation, which this binary sets once
+/// (other tests' statements count under their own threads).
+static STARTED_ON_THREAD: Mutex<Vec<(std::thread::ThreadId, usize)>> = Mutex::new(Vec::new());
+
+struct CountStartedOnThread;
+
+impl Instrumentation for CountStartedOnThread {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if matches!(event, InstrumentationEvent::StartQuery { .. }) {
+            let thread = std::thread::current().id();
+            let mut counts = STARTED_ON_THREAD.lock().unwrap_or_else(PoisonError::into_inner);
+            match counts.iter_mut().find(|(id, _)| *id == thread) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((thread, 1)),
+            }
+        }
+    }
+}
+
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "diesel's default instrumentation is a fn returning an Option"
+)]
+fn count_started_on_thread() -> Option<Box<dyn Instrumentation>> {
+    Some(Box::new(CountStartedOnThread))
+}
+
+fn started_on_this_thread() -> usize {
+    let thread = std::thread::current().id();
+    STARTED_ON_THREAD
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find(|(id, _)| *id == thread)
+        .map_or(0, |(_, count)| *count)
+}
+
+/// The pool's statement timer takes the place of diesel's default instrumentation on its
+/// connections and passes every event on to a default instance, so that a service's own
+/// instrumentation (`set_default_instrumentation`) still sees every statement.
+fn a_default_instrumentation_still_sees_every_statement(database: &TestDb) {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        diesel::connection::set_default_instrumentation(count_started_on_thread)
+            .expect("set the default instrumentation");
+    });
+    let pool = Database::connect(database.config()).expect("pool");
+    let mut connection = pool.get().expect("connection");
+    let before = started_on_this_thread();
+    for _ in 0..3 {
+        diesel::sql_query("SELECT 1").execute(&mut *connection).expect("select");
+    }
+    assert_eq!(
+        started_on_this_thread() - before,
+        3,
+        "the default instrumentation saw each statement"
+    );
+    drop(connection);
+    assert!(pool.metrics().statement(database::StatementKind::Select).duration.count >= 3);
+}
+on_both_backends!(
+    default_instrumentation,
+    a_default_instrumentation_still_sees_every_statement
+);

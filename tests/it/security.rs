@@ -24,6 +24,7 @@ use service::AttendanceService;
 use test_fixtures::TestDb;
 
 use crate::cluster::PrivateCluster;
+use crate::support::Captured;
 
 /// The password every role of these tests gets (the container's server asks for one).
 const PASSWORD: &str = "security-test-password";
@@ -36,6 +37,7 @@ fn setup_options() -> SetupOptions {
     SetupOptions {
         owner_password: Some(SecretString::from(PASSWORD.to_owned())),
         readonly_password: Some(SecretString::from(PASSWORD.to_owned())),
+        monitor_password: Some(SecretString::from(PASSWORD.to_owned())),
         context: operator(),
     }
 }
@@ -60,7 +62,7 @@ impl RoleSetup {
         };
         let report = security::setup_roles(&mut setup.database().connect(), &setup.names, &setup_options())
             .expect("roles set up");
-        assert_eq!(report.created.len(), 5, "{report:?}");
+        assert_eq!(report.created.len(), 6, "{report:?}");
         set_password(
             &mut setup.database().connect(),
             &setup.names.app_logins[0],
@@ -127,6 +129,7 @@ impl Drop for RoleSetup {
             names.app_logins[1].as_str(),
             names.app.as_str(),
             names.readonly.as_str(),
+            names.monitor.as_str(),
             names.owner.as_str(),
             intruder.as_str(),
             administrator.as_str(),
@@ -161,6 +164,13 @@ fn allowed(connection: &mut PgConnection, statement: &str) {
     let result = connection.batch_execute(statement);
     connection.batch_execute("ROLLBACK").expect("rollback");
     result.unwrap_or_else(|error| panic!("refused: {statement}: {error}"));
+}
+
+/// A count read by `diesel::sql_query`.
+#[derive(QueryableByName)]
+struct Seen {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    count: i64,
 }
 
 const A_USER: &str = "INSERT INTO users (id, email, full_name, hashed_password) \
@@ -390,6 +400,63 @@ fn the_application_role_may_only_read_and_write_rows_on_postgres() {
         "permission denied for schema public",
     );
 
+    // The monitoring role reads the server's statistics, other sessions' query texts among them,
+    // and the migration history; no table's data, and it writes nothing.
+    let mut monitor = setup.connect_as(&names.monitor);
+    allowed(
+        &mut monitor,
+        "SELECT * FROM __diesel_schema_migrations, __migration_state",
+    );
+    allowed(
+        &mut monitor,
+        "SELECT pg_database_size(current_database()), count(*) FROM pg_stat_user_tables",
+    );
+    let probe = format!("SELECT 'monitor probe {}'", uuid::Uuid::now_v7().simple());
+    let mut watched = setup.connect_as(&names.app_logins[0]);
+    watched.batch_execute(&probe).expect("a statement of another role");
+    let seen_by = |connection: &mut PgConnection| -> i64 {
+        diesel::sql_query("SELECT count(*) AS count FROM pg_stat_activity WHERE usename = $1 AND query = $2")
+            .bind::<diesel::sql_types::Text, _>(names.app_logins[0].as_str())
+            .bind::<diesel::sql_types::Text, _>(&probe)
+            .get_result::<Seen>(connection)
+            .expect("pg_stat_activity")
+            .count
+    };
+    assert_eq!(seen_by(&mut monitor), 1, "pg_monitor shows other roles' query texts");
+    assert_eq!(
+        seen_by(&mut readonly),
+        0,
+        "without pg_monitor the text is <insufficient privilege>"
+    );
+    drop(watched);
+    for (statement, table) in [
+        ("SELECT id FROM users", "users"),
+        ("SELECT count(*) FROM users", "users"),
+        ("SELECT id FROM attendance", "attendance"),
+        ("SELECT actor FROM audit_log", "audit_log"),
+        (A_USER, "users"),
+        ("UPDATE users SET full_name = 'x'", "users"),
+        ("DELETE FROM attendance", "attendance"),
+        (AN_ENTRY, "audit_log"),
+        ("DELETE FROM __migration_state", "__migration_state"),
+        (
+            "INSERT INTO __diesel_schema_migrations (version) VALUES ('99999999999999')",
+            "__diesel_schema_migrations",
+        ),
+    ] {
+        count += denied(&mut monitor, statement, &format!("permission denied for table {table}"));
+    }
+    count += denied(
+        &mut monitor,
+        "CREATE TABLE stray (id int)",
+        "permission denied for schema public",
+    );
+    count += denied(
+        &mut monitor,
+        &format!("SET ROLE {}", names.owner.quoted()),
+        "permission denied to set role",
+    );
+
     // The owner's ordinary statements cannot change or remove an audit entry either.
     let mut owner = setup.connect_as(&names.owner);
     owner.batch_execute(AN_ENTRY).expect("an entry, committed");
@@ -411,7 +478,7 @@ fn the_application_role_may_only_read_and_write_rows_on_postgres() {
         "least privilege: {count} statements refused by the server, each with its expected error"
     );
     // Every case above ran (a refactoring that loses some would change the count).
-    assert_eq!(count, 40);
+    assert_eq!(count, 52);
 }
 
 #[test]
@@ -496,10 +563,14 @@ fn a_setup_run_again_changes_nothing_and_narrows_a_widened_role_on_postgres() {
              GRANT SELECT ON users TO {app} WITH GRANT OPTION; SET ROLE {owner}; \
              CREATE PROCEDURE public.\"odd proc\"(int) LANGUAGE sql AS 'SELECT 1'; \
              GRANT EXECUTE ON PROCEDURE public.\"odd proc\"(int) TO {intruder}; RESET ROLE; \
-             SET ROLE {login}; GRANT SELECT ON users TO {intruder}; RESET ROLE",
+             SET ROLE {login}; GRANT SELECT ON users TO {intruder}; RESET ROLE; \
+             GRANT SELECT ON users, audit_log TO {monitor}; GRANT {owner} TO {monitor}; \
+             GRANT pg_read_all_data TO {monitor}; GRANT pg_monitor TO {monitor} WITH ADMIN OPTION; \
+             GRANT {monitor} TO {intruder}",
             owner = names.owner.quoted(),
             app = names.app.quoted(),
             readonly = names.readonly.quoted(),
+            monitor = names.monitor.quoted(),
             database = setup.database().postgres_name().expect("a PostgreSQL database"),
         ))
         .expect("widen");
@@ -528,9 +599,49 @@ fn a_setup_run_again_changes_nothing_and_narrows_a_widened_role_on_postgres() {
         format!("REVOKE ALL ON TABLES FROM {intruder}"),
         format!("role {} set to LOGIN", names.app_logins[1]),
         format!("ALTER ROLE {}  RESET search_path", names.app_logins[0]),
+        format!("REVOKE {} FROM {} CASCADE", names.owner, names.monitor),
+        format!("REVOKE pg_read_all_data FROM {} CASCADE", names.monitor),
+        format!("REVOKE ADMIN OPTION FOR pg_monitor FROM {} CASCADE", names.monitor),
+        format!("REVOKE {} FROM {intruder} CASCADE", names.monitor),
     ] {
         assert!(changed.contains(&expected), "{expected} missing from:\n{changed}");
     }
+    // The monitoring role keeps pg_monitor (and only that), and reads no data again.
+    assert!(
+        !changed.contains(&format!("REVOKE pg_monitor FROM {}", names.monitor)),
+        "{changed}"
+    );
+    let mut monitor = setup.connect_as(&names.monitor);
+    for (statement, table) in [
+        ("SELECT id FROM users", "users"),
+        ("SELECT actor FROM audit_log", "audit_log"),
+    ] {
+        denied(&mut monitor, statement, &format!("permission denied for table {table}"));
+    }
+    let memberships: Vec<String> = diesel::dsl::sql::<diesel::sql_types::Text>(&format!(
+        "SELECT g.rolname::text || CASE WHEN am.admin_option THEN ' with admin option' ELSE '' END
+         FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid
+         WHERE am.member = '{}'::regrole ORDER BY 1",
+        names.monitor
+    ))
+    .load(&mut monitor)
+    .expect("the monitoring role's memberships");
+    assert_eq!(memberships, ["pg_monitor"]);
+    drop(monitor);
+    // A membership in pg_monitor taken away by hand comes back.
+    setup
+        .database()
+        .connect()
+        .batch_execute(&format!("REVOKE pg_monitor FROM {}", names.monitor.quoted()))
+        .expect("revoke pg_monitor");
+    let restored = security::setup_roles(&mut setup.database().connect(), names, &setup_options()).expect("again");
+    assert!(
+        restored
+            .changed
+            .contains(&format!("role {} is a member of pg_monitor", names.monitor)),
+        "{:?}",
+        restored.changed
+    );
     assert_eq!(
         narrowed.notes,
         Vec::<String>::new(),
@@ -606,8 +717,8 @@ fn a_setup_run_again_changes_nothing_and_narrows_a_widened_role_on_postgres() {
     .get_result(&mut owner)
     .expect("count");
     assert_eq!(
-        setups, 3,
-        "the three runs after the migrations (the first ran before the audit log existed)"
+        setups, 4,
+        "the four runs after the migrations (the first ran before the audit log existed)"
     );
 }
 
@@ -651,7 +762,7 @@ fn an_administrator_with_createrole_and_createdb_may_set_up_the_roles_on_postgre
         .batch_execute(&format!("ALTER ROLE {administrator} CREATEDB"))
         .expect("grant CREATEDB");
     let report = security::setup_roles(&mut as_administrator(), &setup.names, &setup_options()).expect("set up");
-    assert_eq!(report.created.len(), 5, "{report:?}");
+    assert_eq!(report.created.len(), 6, "{report:?}");
     set_password(
         &mut as_administrator(),
         &setup.names.app_logins[0],
@@ -1253,33 +1364,4 @@ fn tls_verify_full_connects_and_refuses_what_it_must() {
     assert!(!warned(&by_name).contains("WARN"), "verify-full is not warned about");
     cases.push("start-up with sslmode=require to db.test: warned; with verify-full: not".to_owned());
     let _ = writeln!(std::io::stderr(), "TLS cases:\n  {}", cases.join("\n  "));
-}
-
-/// Log lines written by a `tracing` subscriber, for a test to read.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl tracing_subscriber::fmt::MakeWriter<'_> for Captured {
-    type Writer = Self;
-
-    fn make_writer(&self) -> Self {
-        self.clone()
-    }
 }

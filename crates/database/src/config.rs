@@ -43,6 +43,8 @@ pub const VARIABLES: &[&str] = &[
     "DATABASE_LOCK_TIMEOUT_MS",
     "DATABASE_SQLITE_BUSY_TIMEOUT_MS",
     "DATABASE_APPLICATION_NAME",
+    "DATABASE_SLOW_QUERY_MS",
+    "DATABASE_QUERY_METRICS",
     "DATABASE_MIGRATION_URL",
     "DATABASE_MIGRATION_PASSWORD_FILE",
     "DATABASE_MIGRATION_LOCK_WAIT_MS",
@@ -674,6 +676,37 @@ impl Default for SessionSettings {
     }
 }
 
+/// What the pool measures (see [`crate::metrics`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// `DATABASE_SLOW_QUERY_MS`: a statement that takes at least this long is counted as slow
+    /// and logged at WARN with its SQL text and duration, never its bound values (default
+    /// 1000 ms, the guidelines' threshold; 0 logs none).
+    pub slow_query: Duration,
+    /// `DATABASE_QUERY_METRICS`: time every statement into the duration histograms (default
+    /// true). Off, statements are neither timed nor logged as slow; the pool is still counted.
+    pub query_metrics: bool,
+}
+
+impl MetricsSettings {
+    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        Ok(Self {
+            slow_query: millis(get, "DATABASE_SLOW_QUERY_MS", 0)?.unwrap_or(defaults.slow_query),
+            query_metrics: boolean(get, "DATABASE_QUERY_METRICS")?.unwrap_or(defaults.query_metrics),
+        })
+    }
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            slow_query: Duration::from_secs(1),
+            query_metrics: true,
+        }
+    }
+}
+
 /// Settings of the start-up migration runner, `migrator::Migrator`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationSettings {
@@ -710,6 +743,8 @@ pub struct DatabaseConfig {
     pub pool: PoolSettings,
     /// What every connection is set up with.
     pub session: SessionSettings,
+    /// What the pool measures.
+    pub metrics: MetricsSettings,
     /// How the start-up migration runner behaves.
     pub migration: MigrationSettings,
     /// `DATABASE_MIGRATION_URL` (with `DATABASE_MIGRATION_PASSWORD_FILE`): the connection
@@ -726,6 +761,7 @@ impl DatabaseConfig {
             target,
             pool: PoolSettings::default(),
             session: SessionSettings::default(),
+            metrics: MetricsSettings::default(),
             migration: MigrationSettings::default(),
             migration_target: None,
         }
@@ -838,6 +874,7 @@ impl DatabaseConfig {
                 .unwrap_or(defaults.sqlite_busy_timeout),
             application_name: get("DATABASE_APPLICATION_NAME").unwrap_or(defaults.application_name),
         };
+        let metrics = MetricsSettings::from_lookup(&get)?;
         let defaults = MigrationSettings::default();
         let migration = MigrationSettings {
             lock_wait: millis(&get, "DATABASE_MIGRATION_LOCK_WAIT_MS", 0)?.unwrap_or(defaults.lock_wait),
@@ -850,6 +887,7 @@ impl DatabaseConfig {
             target,
             pool,
             session,
+            metrics,
             migration,
             migration_target,
         })

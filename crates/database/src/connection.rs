@@ -16,6 +16,7 @@ use percent_encoding::utf8_percent_encode;
 use crate::config::{
     Backend, COMPONENT, DatabaseTarget, PoolSettings, SessionSettings, last_query_parameter, percent_decode,
 };
+use crate::metrics::Metrics;
 
 pub use multi::{DbConnection, MultiBackend};
 
@@ -95,6 +96,9 @@ pub struct ConnectionManager {
     first: Mutex<Option<(DbConnection, Instant)>>,
     /// Set once a server refused the session settings in the startup packet.
     settings_by_query: Arc<AtomicBool>,
+    /// Where the connections' closings and (when `query_metrics`) statements are counted.
+    metrics: Metrics,
+    query_metrics: bool,
 }
 
 impl ConnectionManager {
@@ -104,6 +108,7 @@ impl ConnectionManager {
     /// the default [`PoolSettings::validate_idle_after`].
     #[must_use]
     pub fn new(target: DatabaseTarget, session: SessionSettings, connect_timeout: Duration) -> Self {
+        let session_name = session.application_name.clone();
         Self {
             target,
             session,
@@ -112,7 +117,18 @@ impl ConnectionManager {
             max_lifetime: PoolSettings::default().max_lifetime,
             first: Mutex::new(None),
             settings_by_query: Arc::new(AtomicBool::new(false)),
+            metrics: Metrics::new(&session_name, 0, Duration::ZERO),
+            query_metrics: false,
         }
+    }
+
+    /// Counts closed connections into `metrics` and, when `time_statements`, sets every new
+    /// connection up to time its statements into them (diesel's instrumentation).
+    #[must_use]
+    pub fn metrics(mut self, metrics: Metrics, time_statements: bool) -> Self {
+        self.metrics = metrics;
+        self.query_metrics = time_statements;
+        self
     }
 
     /// Pings a pooled connection before it is handed out (when the pool tests on checkout) only
@@ -140,6 +156,14 @@ impl ConnectionManager {
 
     /// Opens and sets up one connection outside any pool.
     pub fn establish(&self) -> Result<DbConnection, ConnectError> {
+        let mut connection = self.open()?;
+        if self.query_metrics {
+            connection.set_instrumentation(self.metrics.query_timer());
+        }
+        Ok(connection)
+    }
+
+    fn open(&self) -> Result<DbConnection, ConnectError> {
         // libpq's TLS runs on the vendored OpenSSL. Initialise it the way rust-openssl does, with
         // OPENSSL_INIT_NO_ATEXIT: otherwise OpenSSL's exit-time cleanup can run while an r2d2
         // worker thread is still opening a TLS connection, and the process crashes on exit
@@ -200,6 +224,8 @@ impl Clone for ConnectionManager {
             max_lifetime: self.max_lifetime,
             first: Mutex::new(None),
             settings_by_query: Arc::clone(&self.settings_by_query),
+            metrics: self.metrics.clone(),
+            query_metrics: self.query_metrics,
         }
     }
 }
@@ -260,10 +286,13 @@ impl ManageConnection for ConnectionManager {
         if pooled.last_used.elapsed() < self.validate_idle_after {
             return Ok(());
         }
-        pooled.connection.ping().map_err(|query_error| ConnectError {
-            target: self.target.redacted().to_owned(),
-            source_variable: self.target.source(),
-            reason: self.target.scrub(&query_error.to_string()),
+        pooled.connection.ping().map_err(|query_error| {
+            self.metrics.connection_closed_invalid();
+            ConnectError {
+                target: self.target.redacted().to_owned(),
+                source_variable: self.target.source(),
+                reason: self.target.scrub(&query_error.to_string()),
+            }
         })
     }
 
@@ -272,7 +301,15 @@ impl ManageConnection for ConnectionManager {
     /// other was used just now, which starts its validation window again.
     fn has_broken(&self, pooled: &mut PooledDb) -> bool {
         pooled.last_used = Instant::now();
-        pooled.lost || pooled.opened_at.elapsed() >= self.max_lifetime || pooled.connection.is_broken()
+        if pooled.lost || pooled.connection.is_broken() {
+            self.metrics.connection_closed_lost();
+            true
+        } else if pooled.opened_at.elapsed() >= self.max_lifetime {
+            self.metrics.connection_closed_expired();
+            true
+        } else {
+            false
+        }
     }
 }
 

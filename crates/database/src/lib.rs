@@ -2,12 +2,14 @@
 
 pub mod config;
 pub mod connection;
+pub mod metrics;
 pub mod pool;
 pub mod sql_types;
 pub mod transaction;
 
 pub use config::{Backend, ConfigError, DatabaseConfig, DatabaseTarget};
 pub use connection::{ConnectError, DbConnection};
+pub use metrics::{Metrics, MetricsSnapshot, StatementKind};
 pub use pool::{Connection, Database, PoolError};
 
 // Linked for their `bundled` / `vendored` features: they make the workspace build with no system

@@ -7,6 +7,7 @@ use diesel::r2d2::{HandleError, Pool, PooledConnection};
 
 use crate::config::{Backend, DEFAULT_SQLITE_PATH, DatabaseConfig, DatabaseTarget};
 use crate::connection::{ConnectError, ConnectionManager, DbConnection};
+use crate::metrics::{Metrics, MetricsSnapshot};
 
 /// A pooled connection borrowed from a [`Database`]; it derefs to the [`DbConnection`] and goes
 /// back to the pool when dropped.
@@ -60,6 +61,7 @@ pub enum PoolError {
 pub struct Database {
     pool: Pool<ConnectionManager>,
     config: DatabaseConfig,
+    metrics: Metrics,
 }
 
 impl Database {
@@ -75,13 +77,19 @@ impl Database {
             create_default_directory(&config.target)?;
         }
         let settings = &config.pool;
+        let metrics = Metrics::new(
+            &config.session.application_name,
+            settings.max_size,
+            config.metrics.slow_query,
+        );
         let manager = ConnectionManager::new(
             config.target.clone(),
             config.session.clone(),
             settings.connection_timeout,
         )
         .validate_idle_after(settings.validate_idle_after)
-        .max_lifetime(settings.max_lifetime);
+        .max_lifetime(settings.max_lifetime)
+        .metrics(metrics.clone(), config.metrics.query_metrics);
         if let Some(warning) = config.target.tls_warning() {
             tracing::warn!(database = config.target.redacted(), "{warning}");
         }
@@ -94,9 +102,10 @@ impl Database {
             .max_lifetime(Some(settings.max_lifetime))
             .connection_timeout(settings.connection_timeout)
             .test_on_check_out(settings.test_on_check_out)
-            .error_handler(Box::new(TracingErrorHandler))
+            .error_handler(Box::new(TracingErrorHandler(metrics.clone())))
+            .event_handler(Box::new(metrics.pool_events()))
             .build_unchecked(manager);
-        Ok(Self { pool, config })
+        Ok(Self { pool, config, metrics })
     }
 
     /// Reads the configuration from the environment and connects.
@@ -119,6 +128,23 @@ impl Database {
     #[must_use]
     pub fn config(&self) -> &DatabaseConfig {
         &self.config
+    }
+
+    /// What the pool and its connections measured so far: connections in use and idle,
+    /// checkouts, waits and timeouts, connections opened and closed and why, and statement
+    /// durations by kind. Read from atomic counters, without the pool's lock: cheap enough for
+    /// every scrape or request.
+    #[must_use]
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// The pool's measurements themselves: [`Metrics::render_prometheus`] gives the Prometheus
+    /// text format, and a service registers them in its own `prometheus_client` registry with
+    /// `registry.register_collector(Box::new(database.metrics_collector()))`.
+    #[must_use]
+    pub fn metrics_collector(&self) -> Metrics {
+        self.metrics.clone()
     }
 
     /// Connections open and idle right now, as r2d2 counts them: the connection
@@ -148,12 +174,14 @@ fn checkout(pool: &Pool<ConnectionManager>, target: &DatabaseTarget) -> Result<C
     })
 }
 
-/// Logs connection errors that r2d2 meets in the background (its default handler uses `log`).
+/// Logs and counts connection errors that r2d2 meets in the background (its default handler
+/// uses `log`).
 #[derive(Debug)]
-struct TracingErrorHandler;
+struct TracingErrorHandler(Metrics);
 
 impl HandleError<ConnectError> for TracingErrorHandler {
     fn handle_error(&self, error: ConnectError) {
+        self.0.connection_error();
         tracing::warn!(%error, "database connection error in pool");
     }
 }

@@ -24,6 +24,10 @@ use serde::Serialize;
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
+mod health;
+mod maintain;
+mod metrics;
+
 /// The process exit codes, as documented in the README and `--help`.
 mod exit {
     pub const FAILED: u8 = 1;
@@ -141,6 +145,25 @@ enum Command {
     /// The audit log's retention.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Routine upkeep, for a schedule: the retention purge of soft-deleted users (audited; only
+    /// with --retention-days or `USER_RETENTION_DAYS`), fresh planner statistics (ANALYZE), and on
+    /// SQLite PRAGMA optimize and the incremental vacuum. Exit code 6: another maintain is
+    /// running on the database (PostgreSQL), nothing was done.
+    #[command(after_long_help = after_help(&[Env::Database, Env::Log]))]
+    Maintain(maintain::MaintainArgs),
+    /// Health checks with warning and critical thresholds (connections, long-running and slow
+    /// statements, replication lag, growth, backups, cache hits, indexes, wraparound, idle
+    /// transactions, lock waits, migrations; on SQLite integrity, WAL size, free pages), as
+    /// Nagios text with performance data or health JSON. Exit codes 0 OK, 1 WARNING,
+    /// 2 CRITICAL, 3 UNKNOWN, and no other.
+    #[command(after_long_help = health::after_help())]
+    Health(health::HealthArgs),
+    /// The health checks (status, observed value and thresholds of each) and the pool and
+    /// statement metrics of this run, once, in the Prometheus text format: for a script or
+    /// the textfile collector of the Prometheus node exporter. Takes health's options. Exit code 0 when printed,
+    /// whatever the checks found; 3 on a bad configuration or usage.
+    #[command(after_long_help = health::after_help())]
+    Metrics(health::HealthArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,7 +174,8 @@ enum RolesCommand {
     #[command(after_long_help = after_help(&[Env::Database, Env::Log]))]
     Setup {
         /// The roles' prefix: `<prefix>_owner`, `<prefix>_app`, `<prefix>_app_blue`,
-        /// `<prefix>_app_green`, `<prefix>_readonly` (default: the database's name).
+        /// `<prefix>_app_green`, `<prefix>_readonly`, `<prefix>_monitor` (default: the
+        /// database's name).
         #[arg(long)]
         prefix: Option<String>,
         /// Set the owner's password to the contents of this file.
@@ -160,6 +184,9 @@ enum RolesCommand {
         /// Set the read-only role's password to the contents of this file.
         #[arg(long, value_name = "FILE")]
         readonly_password_file: Option<PathBuf>,
+        /// Set the monitoring role's password to the contents of this file.
+        #[arg(long, value_name = "FILE")]
+        monitor_password_file: Option<PathBuf>,
     },
     /// Rotate the application's credential: a new password on the idle login, the secret
     /// directory switched to it, then (after the grace period) the other login's password
@@ -375,11 +402,13 @@ fn roles(cli: &Cli, command: &RolesCommand) -> anyhow::Result<u8> {
             prefix,
             owner_password_file,
             readonly_password_file,
+            monitor_password_file,
         } => {
             let names = role_names(&database, prefix.as_deref())?;
             let options = SetupOptions {
                 owner_password: read_password_file(owner_password_file.as_ref(), "--owner-password-file")?,
                 readonly_password: read_password_file(readonly_password_file.as_ref(), "--readonly-password-file")?,
+                monitor_password: read_password_file(monitor_password_file.as_ref(), "--monitor-password-file")?,
                 context,
             };
             let report = security::setup_roles(&mut *database.get()?, &names, &options)?;
@@ -393,6 +422,11 @@ fn roles(cli: &Cli, command: &RolesCommand) -> anyhow::Result<u8> {
                     names.app_logins[0], names.app_logins[1], names.app
                 )?;
                 writeln!(out, "  read-only: {}", names.readonly)?;
+                writeln!(
+                    out,
+                    "  monitor:   {} (pg_monitor and the migration history; no table data)",
+                    names.monitor
+                )?;
                 writeln!(out, "created: {}", list(&report.created))?;
                 writeln!(out, "changed: {}", list(&report.changed))?;
                 for note in &report.notes {
@@ -471,6 +505,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Roles(command) => roles(cli, command),
         Command::Audit(command) => audit(cli, command),
+        Command::Maintain(arguments) => maintain::run(cli, arguments),
+        Command::Health(arguments) => Ok(health::run(cli.json, arguments)),
+        Command::Metrics(arguments) => Ok(metrics::run(arguments)),
         Command::Migrate { no_backup } => migrate(cli.json, *no_backup),
         Command::Status => status(cli.json),
         Command::Baseline => {

@@ -296,6 +296,9 @@ fn help_lists_each_commands_environment_and_the_exit_codes() {
         "base-backup",
         "roles",
         "audit",
+        "maintain",
+        "health",
+        "metrics",
     ] {
         assert!(stdout(&output).contains(command), "{command}: {}", stdout(&output));
     }
@@ -321,6 +324,10 @@ fn help_lists_each_commands_environment_and_the_exit_codes() {
         ("roles setup", &["DATABASE_URL", "DBCTL_ACTOR"][..]),
         ("roles rotate", &["DATABASE_URL", "DBCTL_CORRELATION_ID"][..]),
         ("audit purge", &["AUDIT_RETENTION_DAYS", "DATABASE_MIGRATION_URL"][..]),
+        (
+            "maintain",
+            &["USER_RETENTION_DAYS", "DATABASE_MIGRATION_URL", "DBCTL_ACTOR"][..],
+        ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_dbctl"))
             .args(command.split(' ').chain(["--help"]))
@@ -1269,7 +1276,7 @@ fn roles_rotation_and_audit_retention_from_the_command_line_on_postgres() {
     ]);
     assert_exit(&output, 0);
     let report: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
-    assert_eq!(report["created"].as_array().map(Vec::len), Some(5), "{report}");
+    assert_eq!(report["created"].as_array().map(Vec::len), Some(6), "{report}");
     assert_eq!(report["audited"], false, "no audit log before the migrations");
     let owner_url = format!(
         "{admin_url}{}user={}&password=owner%20secret",
@@ -1383,6 +1390,7 @@ impl Drop for DropRoles {
             &names.app_logins[1],
             &names.app,
             &names.readonly,
+            &names.monitor,
             &names.owner,
         ] {
             let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {}", role.quoted()));
@@ -1410,4 +1418,855 @@ fn roles_are_refused_on_sqlite_and_the_audit_purge_runs_there() {
     assert!(stderr(&output).contains("operator name"), "{}", stderr(&output));
     let output = dbctl_with(&url, &[], &["audit", "purge", "--older-than-days", "0"]);
     assert_exit(&output, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Maintenance
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+fn count(connection: &mut DbConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql)
+        .get_result::<Count>(connection)
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+        .n
+}
+
+/// The users of a retention test, made through the repositories: `expired` soft-deleted 40 days
+/// ago, one soft-deleted 5 days ago and one live. Returns the ids of the expired users and of
+/// the two that a 30-day retention keeps.
+fn users_for_retention(database: &TestDb, expired: usize) -> (Vec<String>, Vec<String>) {
+    let store = repo_diesel::DieselStore::new(Arc::new(database.database()));
+    let mut connection = database.connect();
+    let mut deleted = |days: i64| {
+        let user = test_fixtures::UserBuilder::new()
+            .deleted()
+            .build(store.users())
+            .expect("a soft-deleted user");
+        diesel::sql_query("UPDATE users SET deleted_at = $1 WHERE id = $2")
+            .bind::<database::sql_types::Instant, _>(database::sql_types::DbTimestamp(
+                chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6) - chrono::TimeDelta::days(days),
+            ))
+            .bind::<database::sql_types::Uuid, _>(database::sql_types::DbUuid(*user.id.as_uuid()))
+            .execute(&mut connection)
+            .expect("deleted days ago");
+        user.id.to_string()
+    };
+    let expired: Vec<String> = (0..expired).map(|_| deleted(40)).collect();
+    let recent = deleted(5);
+    let live = test_fixtures::UserBuilder::new()
+        .build(store.users())
+        .expect("a live user");
+    (expired, vec![recent, live.id.to_string()])
+}
+
+/// Whether the user `id` is stored, deleted or not.
+fn stored(connection: &mut DbConnection, id: &str) -> bool {
+    let id = uuid::Uuid::parse_str(id).expect("a user id");
+    diesel::sql_query("SELECT count(*) AS n FROM users WHERE id = $1")
+        .bind::<database::sql_types::Uuid, _>(database::sql_types::DbUuid(id))
+        .get_result::<Count>(connection)
+        .expect("count")
+        .n
+        == 1
+}
+
+/// The retention purge's audit entries: `actor correlation_id entity_id`, sorted.
+fn retention_entries(connection: &mut DbConnection) -> Vec<String> {
+    let mut entries: Vec<String> = diesel::sql_query(
+        "SELECT actor || ' ' || coalesce(correlation_id, '-') || ' ' || entity_id AS text FROM audit_log \
+         WHERE action = 'user.retention_purge'",
+    )
+    .load::<Row>(connection)
+    .expect("entries")
+    .into_iter()
+    .map(|row| row.text)
+    .collect();
+    entries.sort();
+    entries
+}
+
+/// Proof that statistics were gathered: on PostgreSQL the manual ANALYZE count of `users`
+/// (`pg_stat_user_tables`, read in a new session), on SQLite the rows of `users` in `sqlite_stat1`
+/// (0 while the table does not exist).
+fn statistics(database: &TestDb) -> i64 {
+    let mut connection = database.connect();
+    match database.backend() {
+        Backend::Postgres => count(
+            &mut connection,
+            "SELECT coalesce((SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'users'), 0) AS n",
+        ),
+        Backend::Sqlite => {
+            if count(
+                &mut connection,
+                "SELECT count(*) AS n FROM sqlite_master WHERE name = 'sqlite_stat1'",
+            ) == 0
+            {
+                0
+            } else {
+                count(
+                    &mut connection,
+                    "SELECT count(*) AS n FROM sqlite_stat1 WHERE tbl = 'users'",
+                )
+            }
+        }
+    }
+}
+
+fn maintain_json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("maintain --json: {error}: {}", stdout(output)))
+}
+
+/// The step `name` of a maintain report.
+#[track_caller]
+fn step<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|step| step["name"] == name))
+        .unwrap_or_else(|| panic!("no step {name}: {report}"))
+}
+
+fn migrated_sqlite_file() -> TestDb {
+    use migrator::Migrate as _;
+    let database = TestDb::sqlite_file();
+    database.database().migrate().expect("migrate");
+    database
+}
+
+on_both_backends!(
+    maintain_purges_after_the_retention_audited_and_analyzes,
+    maintain_flow,
+    migrated_sqlite_file(),
+    TestDb::postgres_migrated()
+);
+
+/// A dry run changes nothing; without a retention nobody is purged; with one, exactly the users
+/// soft-deleted before the cutoff are, each audited as the operator, and statistics are fresh.
+fn maintain_flow(database: &TestDb) {
+    let (expired, kept) = users_for_retention(database, 2);
+    let mut connection = database.connect();
+    assert_eq!(statistics(database), 0, "no statistics before the first run");
+    let actor = [("DBCTL_ACTOR", "ann")];
+
+    let output = dbctl(
+        database,
+        &actor,
+        &["--json", "maintain", "--dry-run", "--retention-days", "30"],
+    );
+    assert_exit(&output, 0);
+    let report = maintain_json(&output);
+    assert_eq!(step(&report, "retention_purge")["outcome"], "would_run", "{report}");
+    assert_eq!(step(&report, "retention_purge")["counts"]["users"], 2, "{report}");
+    assert_eq!(step(&report, "analyze")["outcome"], "would_run", "{report}");
+    assert_eq!(
+        count(&mut connection, "SELECT count(*) AS n FROM users"),
+        4,
+        "a dry run purges nobody"
+    );
+    assert!(retention_entries(&mut connection).is_empty());
+    assert_eq!(statistics(database), 0, "a dry run analyzes nothing");
+    let output = dbctl(database, &actor, &["maintain", "--dry-run", "--retention-days", "30"]);
+    assert_exit(&output, 0);
+    assert!(stdout(&output).contains("would run: ANALYZE"), "{}", stdout(&output));
+
+    // No retention configured: the purge is skipped, and says so.
+    let output = dbctl(database, &actor, &["--json", "maintain"]);
+    assert_exit(&output, 0);
+    let report = maintain_json(&output);
+    assert_eq!(step(&report, "retention_purge")["outcome"], "skipped", "{report}");
+    assert_eq!(count(&mut connection, "SELECT count(*) AS n FROM users"), 4);
+    assert!(statistics(database) > 0, "ANALYZE gathered statistics");
+    let before = statistics(database);
+
+    let output = dbctl(
+        database,
+        &[("DBCTL_ACTOR", "ann"), ("USER_RETENTION_DAYS", "30")],
+        &["--json", "--correlation-id", "CHG-7", "maintain"],
+    );
+    assert_exit(&output, 0);
+    let report = maintain_json(&output);
+    assert_eq!(step(&report, "retention_purge")["outcome"], "done", "{report}");
+    assert_eq!(step(&report, "retention_purge")["counts"]["users"], 2, "{report}");
+    assert_eq!(step(&report, "analyze")["outcome"], "done", "{report}");
+    for id in &expired {
+        assert!(!stored(&mut connection, id), "{id} was purged");
+    }
+    for id in &kept {
+        assert!(stored(&mut connection, id), "{id} is kept");
+    }
+    let mut expected: Vec<String> = expired.iter().map(|id| format!("operator:ann CHG-7 {id}")).collect();
+    expected.sort();
+    assert_eq!(retention_entries(&mut connection), expected);
+    match database.backend() {
+        Backend::Postgres => {
+            assert!(statistics(database) > before, "ANALYZE ran again");
+            // As the owner (DATABASE_MIGRATION_URL), every table of the schema is analyzed.
+            assert_eq!(step(&report, "analyze")["counts"]["tables_skipped"], 0, "{report}");
+        }
+        Backend::Sqlite => {
+            assert_eq!(
+                step(&report, "incremental_vacuum")["outcome"],
+                "not_applicable",
+                "{report}"
+            );
+        }
+    }
+}
+
+/// On a SQLite file with `auto_vacuum = INCREMENTAL`, the free pages the purge leaves go back to
+/// the file system.
+#[test]
+fn maintain_vacuums_incrementally_where_sqlite_is_set_up_for_it() {
+    let database = TestDb::sqlite_file();
+    database
+        .connect()
+        .batch_execute("PRAGMA auto_vacuum = INCREMENTAL; VACUUM")
+        .expect("incremental auto-vacuum");
+    {
+        use migrator::Migrate as _;
+        database.database().migrate().expect("migrate");
+    }
+    let (expired, _) = users_for_retention(&database, 300);
+    let output = dbctl(
+        &database,
+        &[("DBCTL_ACTOR", "ann")],
+        &["--json", "maintain", "--retention-days", "30"],
+    );
+    assert_exit(&output, 0);
+    let report = maintain_json(&output);
+    assert_eq!(
+        step(&report, "retention_purge")["counts"]["users"],
+        expired.len(),
+        "{report}"
+    );
+    let vacuum = step(&report, "incremental_vacuum");
+    assert_eq!(vacuum["outcome"], "done", "{report}");
+    assert!(vacuum["counts"]["pages_freed"].as_u64() > Some(0), "{report}");
+    assert_eq!(
+        count(
+            &mut database.connect(),
+            "SELECT freelist_count AS n FROM pragma_freelist_count"
+        ),
+        0
+    );
+}
+
+on_both_backends!(
+    maintain_purges_with_a_pool_of_one_connection,
+    maintain_pool_of_one,
+    migrated_sqlite_file(),
+    TestDb::postgres_migrated()
+);
+
+/// `DATABASE_POOL_MAX_SIZE=1` does not starve the purge: a run holds its session and the
+/// purge's unit of work at once.
+fn maintain_pool_of_one(database: &TestDb) {
+    let (expired, kept) = users_for_retention(database, 2);
+    let output = dbctl(
+        database,
+        &[
+            ("DBCTL_ACTOR", "ann"),
+            ("DATABASE_POOL_MAX_SIZE", "1"),
+            ("DATABASE_POOL_CONNECTION_TIMEOUT_MS", "2000"),
+        ],
+        &["--json", "maintain", "--retention-days", "30"],
+    );
+    assert_exit(&output, 0);
+    let report = maintain_json(&output);
+    assert_eq!(step(&report, "retention_purge")["outcome"], "done", "{report}");
+    assert_eq!(step(&report, "retention_purge")["counts"]["users"], 2, "{report}");
+    let mut connection = database.connect();
+    assert_eq!(retention_entries(&mut connection).len(), expired.len());
+    for id in &expired {
+        assert!(!stored(&mut connection, id), "{id} was purged");
+    }
+    for id in &kept {
+        assert!(stored(&mut connection, id), "{id} is kept");
+    }
+}
+
+/// A SQLite file that does not exist is refused, dry run or not, and nothing is created: not
+/// the file, not its directory.
+#[test]
+fn maintain_refuses_a_missing_sqlite_file_and_creates_nothing() {
+    let scratch = tempfile::tempdir().expect("a directory");
+    let missing = scratch.path().join("missing.sqlite3");
+    let in_missing_directory = scratch.path().join("absent").join("missing.sqlite3");
+    for file in [&missing, &in_missing_directory] {
+        let url = file.to_str().expect("a UTF-8 path");
+        for arguments in [
+            &["maintain", "--retention-days", "30"][..],
+            &["maintain", "--dry-run"][..],
+        ] {
+            let output = dbctl_with(url, &[("DBCTL_ACTOR", "ann")], arguments);
+            assert_exit(&output, 1);
+            assert!(
+                stderr(&output).contains(&format!(
+                    "the SQLite database file {url} (set by DATABASE_URL) does not exist"
+                )),
+                "{}",
+                stderr(&output)
+            );
+        }
+    }
+    let left: Vec<PathBuf> = std::fs::read_dir(scratch.path())
+        .expect("the directory")
+        .map(|entry| entry.expect("an entry").path())
+        .collect();
+    assert!(left.is_empty(), "nothing created: {left:?}");
+}
+
+/// The files of `directory` and their bytes.
+fn files(directory: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(directory)
+        .expect("the directory")
+        .map(|entry| {
+            let path = entry.expect("an entry").path();
+            let bytes = std::fs::read(&path).expect("the file");
+            (path, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A dry run on a SQLite file in rollback-journal mode leaves it byte for byte as it was, and
+/// leaves no `-wal`, `-shm` or journal file (nor any other) next to it (opening it as the pool
+/// does would switch it to WAL).
+#[test]
+fn maintain_dry_run_leaves_a_rollback_journal_sqlite_file_byte_identical() {
+    let database = migrated_sqlite_file();
+    users_for_retention(&database, 2);
+    let path = PathBuf::from(database.target().redacted());
+    {
+        let mut sqlite = SqliteConnection::establish(database.target().redacted()).expect("the file");
+        sqlite
+            .batch_execute("PRAGMA journal_mode = DELETE")
+            .expect("rollback journal");
+    }
+    let directory = path.parent().expect("a directory");
+    let before = files(directory);
+    let companions: Vec<&PathBuf> = before
+        .iter()
+        .map(|(file, _)| file)
+        .filter(|file| {
+            ["-wal", "-shm", "-journal"]
+                .iter()
+                .any(|suffix| file.to_string_lossy().ends_with(suffix))
+        })
+        .collect();
+    assert!(
+        companions.is_empty(),
+        "in rollback-journal mode, closed: {companions:?}"
+    );
+    let output = dbctl(
+        &database,
+        &[("DBCTL_ACTOR", "ann")],
+        &["--json", "maintain", "--dry-run", "--retention-days", "30"],
+    );
+    assert_exit(&output, 0);
+    let report = maintain_json(&output);
+    assert_eq!(step(&report, "retention_purge")["outcome"], "would_run", "{report}");
+    assert_eq!(step(&report, "retention_purge")["counts"]["users"], 2, "{report}");
+    assert_eq!(
+        step(&report, "incremental_vacuum")["outcome"],
+        "not_applicable",
+        "{report}"
+    );
+    assert!(
+        files(directory) == before,
+        "the dry run changed the directory or the file"
+    );
+}
+
+/// The advisory lock of `dbctl maintain` ("maintain" in ASCII).
+const MAINTAIN_LOCK: i64 = 0x6d61_696e_7461_696e;
+
+fn spawn_maintain(database: &TestDb) -> std::process::Child {
+    let owner = database
+        .owner_target()
+        .map(database::DatabaseTarget::expose_connection_string);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dbctl"));
+    command
+        .args(["--json", "maintain", "--retention-days", "30"])
+        .env("RUST_LOG", "warn")
+        .env("DBCTL_ACTOR", "ann")
+        .env("DATABASE_URL", database.target().expose_connection_string())
+        // A run may wait on a table lock (PostgreSQL) or the write lock (SQLite) while the other
+        // starts: on a loaded machine that takes longer than the 5 s defaults.
+        .env("DATABASE_LOCK_TIMEOUT_MS", "60000")
+        .env("DATABASE_STATEMENT_TIMEOUT_MS", "120000")
+        .env("DATABASE_SQLITE_BUSY_TIMEOUT_MS", "60000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(owner) = &owner {
+        command.env("DATABASE_MIGRATION_URL", owner);
+    }
+    command.spawn().expect("dbctl starts")
+}
+
+/// Two runs at once on PostgreSQL: the second, started while the first holds the lock (blocked
+/// behind a table lock in its purge), does nothing and exits 6; runs started together either
+/// purge or say they skipped; nobody is purged twice, and there is one entry per purged user.
+#[test]
+fn overlapping_maintain_runs_are_safe_on_postgres() {
+    let Some(database) = TestDb::postgres_migrated() else {
+        return;
+    };
+    let (expired, kept) = users_for_retention(&database, 20);
+    // Another run holds the lock: nothing is done.
+    let mut holder = database.connect();
+    diesel::sql_query("SELECT pg_advisory_lock($1)")
+        .bind::<BigInt, _>(MAINTAIN_LOCK)
+        .execute(&mut holder)
+        .expect("lock");
+    let output = dbctl(
+        &database,
+        &[("DBCTL_ACTOR", "ann")],
+        &["maintain", "--retention-days", "30"],
+    );
+    assert_exit(&output, 6);
+    assert!(
+        stdout(&output).contains("another maintain is running"),
+        "{}",
+        stdout(&output)
+    );
+    let mut connection = database.connect();
+    assert_eq!(count(&mut connection, "SELECT count(*) AS n FROM users"), 22);
+    diesel::sql_query("SELECT pg_advisory_unlock($1)")
+        .bind::<BigInt, _>(MAINTAIN_LOCK)
+        .execute(&mut holder)
+        .expect("unlock");
+
+    // A real overlap: the first run holds the lock and waits in its purge for a table lock.
+    holder
+        .batch_execute("BEGIN; LOCK TABLE users IN SHARE MODE")
+        .expect("block writers of users");
+    let first = spawn_maintain(&database);
+    // Until the first run holds the lock: MAINTAIN_LOCK's high and low halves, in this database.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while count(
+        &mut connection,
+        "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 1835100526 \
+         AND objid = 1952541038 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    ) == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run never took its lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = dbctl(
+        &database,
+        &[("DBCTL_ACTOR", "ann")],
+        &["--json", "maintain", "--retention-days", "30"],
+    );
+    assert_exit(&second, 6);
+    assert_eq!(step(&maintain_json(&second), "lock")["outcome"], "busy");
+    holder.batch_execute("COMMIT").expect("release users");
+    let first = first.wait_with_output().expect("the first run ends");
+    assert_exit(&first, 0);
+    assert_eq!(step(&maintain_json(&first), "retention_purge")["counts"]["users"], 20);
+
+    // More expired users, two runs started together.
+    let (more, _) = users_for_retention(&database, 10);
+    let runs = [spawn_maintain(&database), spawn_maintain(&database)].map(|run| run.wait_with_output().expect("ends"));
+    let mut purged = 0;
+    for run in &runs {
+        match run.status.code() {
+            Some(0) => {
+                purged += step(&maintain_json(run), "retention_purge")["counts"]["users"]
+                    .as_u64()
+                    .expect("n");
+            }
+            Some(6) => assert_eq!(step(&maintain_json(run), "lock")["outcome"], "busy"),
+            _ => panic!("{}\n{}", stdout(run), stderr(run)),
+        }
+    }
+    assert!(
+        runs.iter().any(|run| run.status.code() == Some(0)),
+        "one run did the work"
+    );
+    assert_eq!(purged, 10, "each user purged once");
+    let entries = retention_entries(&mut connection);
+    assert_eq!(entries.len(), expired.len() + more.len(), "one entry per purged user");
+    for id in expired.iter().chain(&more) {
+        assert!(!stored(&mut connection, id));
+    }
+    for id in &kept {
+        assert!(stored(&mut connection, id));
+    }
+}
+
+/// Whether the process `pid` has the file `path` open (Linux: `/proc/<pid>/fd`).
+fn has_open(pid: u32, path: &Path) -> bool {
+    let Ok(descriptors) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    descriptors
+        .filter_map(Result::ok)
+        .filter_map(|descriptor| std::fs::read_link(descriptor.path()).ok())
+        .any(|target| target == path)
+}
+
+/// Two runs at once on SQLite, both waiting behind another writer: both succeed, one purges
+/// every expired user, the other finds nobody left.
+///
+/// The overlap is observed, not assumed: while this test holds the write lock, both processes
+/// are seen alive with the database file open. Neither can have purged by then (each run's
+/// purge is a `BEGIN IMMEDIATE` transaction, even when it finds nobody, and the lock is held),
+/// and both exit 0 after the lock is released, so both were in flight at once, each before or
+/// in its purge's write transaction (the purge is a run's first write). Only `/proc` is read,
+/// so this runs on Linux.
+#[test]
+fn overlapping_maintain_runs_are_safe_on_sqlite() {
+    let database = migrated_sqlite_file();
+    let (expired, kept) = users_for_retention(&database, 20);
+    let file = std::fs::canonicalize(database.target().redacted()).expect("the database file");
+    assert!(
+        Path::new("/proc/self/fd").is_dir(),
+        "this test observes the runs through /proc"
+    );
+    let mut writer = database.connect();
+    writer.batch_execute("BEGIN IMMEDIATE").expect("another writer");
+    let mut runs = [spawn_maintain(&database), spawn_maintain(&database)];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !runs.iter().all(|run| has_open(run.id(), &file)) {
+        for run in &mut runs {
+            assert!(
+                run.try_wait().expect("the run's status").is_none(),
+                "a run ended while another writer held the lock"
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runs never both opened the database"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for run in &mut runs {
+        assert!(
+            run.try_wait().expect("the run's status").is_none(),
+            "both runs are in flight while the lock is held"
+        );
+    }
+    writer.batch_execute("COMMIT").expect("the other writer ends");
+    let runs = runs.map(|run| run.wait_with_output().expect("ends"));
+    let mut purged = Vec::new();
+    for run in &runs {
+        assert_exit(run, 0);
+        purged.push(
+            step(&maintain_json(run), "retention_purge")["counts"]["users"]
+                .as_u64()
+                .expect("n"),
+        );
+    }
+    purged.sort_unstable();
+    assert_eq!(purged, [0, 20], "one run purged them all, once");
+    let mut connection = database.connect();
+    let mut expected: Vec<String> = expired.iter().map(|id| format!("operator:ann - {id}")).collect();
+    expected.sort();
+    assert_eq!(
+        retention_entries(&mut connection),
+        expected,
+        "one entry per purged user"
+    );
+    for id in &expired {
+        assert!(!stored(&mut connection, id), "{id} was purged");
+    }
+    for id in &kept {
+        assert!(stored(&mut connection, id));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health
+
+/// The first line of a health report: the status, then the performance data after ` | `.
+fn health_line(output: &Output) -> String {
+    stdout(output).lines().next().unwrap_or_default().to_owned()
+}
+
+/// A migrated SQLite file with a state directory and an empty backup directory for `health`.
+struct HealthSetup {
+    database: TestDb,
+    state: tempfile::TempDir,
+    backups: Backups,
+}
+
+impl HealthSetup {
+    fn new() -> Self {
+        let database = TestDb::sqlite_file();
+        assert_exit(&dbctl(&database, &[], &["migrate", "--no-backup"]), 0);
+        Self {
+            database,
+            state: tempfile::tempdir().expect("a state directory"),
+            backups: Backups::new(),
+        }
+    }
+
+    fn state_env(&self) -> (&'static str, &str) {
+        ("HEALTH_STATE_DIR", self.state.path().to_str().expect("a UTF-8 path"))
+    }
+
+    fn run(&self, environment: &[(&str, &str)], arguments: &[&str]) -> Output {
+        let mut all = vec![self.state_env(), self.backups.env()];
+        all.extend_from_slice(environment);
+        dbctl(&self.database, &all, arguments)
+    }
+}
+
+#[test]
+fn health_exits_with_the_monitoring_plugin_codes_and_no_other() {
+    let setup = HealthSetup::new();
+    let health = |environment: &[(&str, &str)], arguments: &[&str]| setup.run(environment, arguments);
+
+    // 0 OK, with performance data as `'label'=value[UOM];warn;crit;min;max`.
+    let ok = health(&[], &["health", "--check", "integrity", "--check", "free_pages"]);
+    assert_exit(&ok, 0);
+    let line = health_line(&ok);
+    assert!(line.starts_with("HEALTH OK - "), "{line}");
+    let (_, perfdata) = line.split_once(" | ").expect("performance data after ' | '");
+    assert!(
+        perfdata.starts_with("'integrity'=0;;1;0 'free_pages'=") && perfdata.ends_with("%;25;50;0;100"),
+        "{perfdata}"
+    );
+    assert!(stdout(&ok).contains("\nintegrity            OK "), "{}", stdout(&ok));
+
+    // 1 WARNING and 2 CRITICAL, by flag and by environment; a flag overrides the environment.
+    let warning = health(&[], &["health", "--check", "free_pages", "--warning", "free_pages=0"]);
+    assert_exit(&warning, 1);
+    assert!(
+        health_line(&warning).starts_with("HEALTH WARNING - free_pages WARNING"),
+        "{}",
+        stdout(&warning)
+    );
+    let critical = health(
+        &[("HEALTH_FREE_PAGES_CRITICAL", "0")],
+        &["health", "--check", "free_pages"],
+    );
+    assert_exit(&critical, 2);
+    let overridden = health(
+        &[("HEALTH_FREE_PAGES_CRITICAL", "0")],
+        &["health", "--check", "free_pages", "--critical", "free_pages=none"],
+    );
+    assert_exit(&overridden, 0);
+    // 2: no backup recorded in BACKUP_DIR.
+    let backup = health(&[], &["health", "--check", "backup"]);
+    assert_exit(&backup, 2);
+    assert!(
+        stdout(&backup).contains("no successful backup recorded"),
+        "{}",
+        stdout(&backup)
+    );
+    // 3: growth has no sample a day old yet.
+    let growth = health(&[], &["health", "--check", "growth"]);
+    assert_exit(&growth, 3);
+    assert!(
+        health_line(&growth).starts_with("HEALTH UNKNOWN - growth UNKNOWN"),
+        "{}",
+        stdout(&growth)
+    );
+
+    // 3, not clap's 2: usage and configuration errors.
+    for (environment, arguments, expected) in [
+        (
+            vec![],
+            vec!["health", "--check", "no_such"],
+            "integrity, wal_size, free_pages",
+        ),
+        (
+            vec![],
+            vec!["health", "--check", "connections"],
+            "not a check of sqlite",
+        ),
+        (vec![], vec!["health", "--warning", "free_pages=lots"], "not a number"),
+        (
+            vec![],
+            vec!["health", "--warning", "free_pages"],
+            "expected CHECK=VALUE",
+        ),
+        (
+            vec![],
+            vec!["health", "--check", "integrity", "--critical"],
+            "expected CHECK=VALUE",
+        ),
+        (vec![], vec!["health", "--bogus"], "unexpected arguments: --bogus"),
+        (
+            vec![("HEALTH_WAL_SIZE_WARNING", "lots")],
+            vec!["health"],
+            "HEALTH_WAL_SIZE_WARNING",
+        ),
+        (
+            vec![("DATABASE_STATEMENT_TIMEOUT_MS", "soon")],
+            vec!["health"],
+            "bad database configuration",
+        ),
+    ] {
+        let output = health(&environment, &arguments);
+        assert_exit(&output, 3);
+        let line = health_line(&output);
+        assert!(
+            line.starts_with("HEALTH UNKNOWN - ") && line.contains(expected),
+            "{arguments:?}: {line}"
+        );
+    }
+}
+
+#[test]
+fn health_prints_health_json_and_an_unreachable_database_is_critical() {
+    let setup = HealthSetup::new();
+    let health = |environment: &[(&str, &str)], arguments: &[&str]| setup.run(environment, arguments);
+    // --json: draft-inadarei health JSON with the Nagios names, one check with --check.
+    let json = health(&[], &["--json", "health", "--check", "integrity"]);
+    assert_exit(&json, 0);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("health --json is JSON");
+    assert_eq!(value["status"], "pass");
+    assert_eq!(value["nagiosStatus"], "OK");
+    assert_eq!(
+        value["checks"].as_object().map(serde_json::Map::len),
+        Some(1),
+        "{value}"
+    );
+    assert_eq!(value["checks"]["integrity:problems"][0]["observedValue"], 0.0);
+    let json = health(&[], &["health", "--json", "--check", "backup"]);
+    assert_exit(&json, 2);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("health --json is JSON");
+    assert_eq!(
+        (value["status"].as_str(), value["exitCode"].as_u64()),
+        (Some("fail"), Some(2))
+    );
+    let usage = health(&[], &["--json", "health", "--check", "no_such"]);
+    assert_exit(&usage, 3);
+    let value: serde_json::Value = serde_json::from_slice(&usage.stdout).expect("an error is JSON too");
+    assert_eq!(value["nagiosStatus"], "UNKNOWN");
+
+    // 2: a database that cannot be reached.
+    let unreachable = dbctl_with(
+        "postgres://nobody@127.0.0.1:1/nothing",
+        &[setup.state_env()],
+        &["health"],
+    );
+    assert_exit(&unreachable, 2);
+    assert!(
+        health_line(&unreachable).starts_with("HEALTH CRITICAL - connection CRITICAL"),
+        "{}",
+        stdout(&unreachable)
+    );
+
+    let help = Command::new(env!("CARGO_BIN_EXE_dbctl"))
+        .args(["health", "--help"])
+        .output()
+        .expect("dbctl runs");
+    assert_exit(&help, 0);
+    for expected in [
+        "3  UNKNOWN",
+        "HEALTH_STATE_DIR",
+        "HEALTH_<CHECK>_WARNING",
+        "replication_lag",
+        "BACKUP_DIR",
+    ] {
+        assert!(stdout(&help).contains(expected), "{expected}: {}", stdout(&help));
+    }
+}
+
+/// The value of the sample `series` (name and labels, as printed) in Prometheus text.
+fn prometheus_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_prints_the_checks_and_the_pool_in_the_prometheus_text_format() {
+    let setup = HealthSetup::new();
+    let metrics = setup.run(&[], &["metrics", "--check", "integrity", "--check", "backup"]);
+    assert_exit(&metrics, 0);
+    let text = stdout(&metrics);
+    // Every sample has its # TYPE, and every counter ends in _total.
+    let mut typed = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|line| !line.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            typed.insert(name.to_owned(), kind.to_owned());
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().expect("a name");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|base| typed.contains_key(*base)))
+                .unwrap_or(name);
+            let kind = typed
+                .get(family)
+                .unwrap_or_else(|| panic!("{name} has no # TYPE:\n{text}"));
+            assert!(kind != "counter" || name.ends_with("_total"), "{name}");
+        }
+    }
+    // The checks' statuses are the Nagios codes: integrity OK, no backup recorded CRITICAL.
+    assert_eq!(
+        prometheus_sample(&text, "dbctl_health_check_status{check=\"integrity\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        prometheus_sample(&text, "dbctl_health_check_status{check=\"backup\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        prometheus_sample(
+            &text,
+            "dbctl_health_check_threshold{check=\"backup\",level=\"warning\",unit=\"seconds\"}"
+        ),
+        Some(93_600.0)
+    );
+    // The pool that ran the checks: one connection, checked out once and back.
+    assert_eq!(
+        prometheus_sample(&text, "db_client_connection_max{pool_name=\"dbctl\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        prometheus_sample(&text, "db_client_connection_checkouts_total{pool_name=\"dbctl\"}"),
+        Some(1.0)
+    );
+    let selects = prometheus_sample(
+        &text,
+        "db_client_operation_duration_seconds_count{pool_name=\"dbctl\",db_operation_name=\"select\"}",
+    )
+    .expect("the checks' statements are counted");
+    assert!(selects >= 1.0, "{text}");
+
+    // A database that cannot be reached: the connection check is CRITICAL, and no file is made.
+    let scratch = tempfile::tempdir().expect("a directory");
+    let missing = scratch.path().join("missing.sqlite3");
+    let unreachable = dbctl_with(missing.to_str().expect("UTF-8"), &[setup.state_env()], &["metrics"]);
+    assert_exit(&unreachable, 0);
+    assert_eq!(
+        prometheus_sample(&stdout(&unreachable), "dbctl_health_check_status{check=\"connection\"}"),
+        Some(2.0),
+        "{}",
+        stdout(&unreachable)
+    );
+    assert!(!missing.exists(), "metrics created the database file");
+    // A bad usage is UNKNOWN (3), as for health.
+    assert_exit(&setup.run(&[], &["metrics", "--check", "no_such"]), 3);
+
+    // `metrics` and `health` keep one history of sizes for `growth`: the same target key.
+    assert_exit(&setup.run(&[], &["metrics", "--check", "growth"]), 0);
+    setup.run(&[], &["health", "--check", "growth"]);
+    let samples = std::fs::read_to_string(setup.state.path().join("size-samples.jsonl")).expect("the size samples");
+    let targets: std::collections::BTreeSet<String> = samples
+        .lines()
+        .map(|line| {
+            let sample: serde_json::Value = serde_json::from_str(line).expect("a sample is JSON");
+            sample["target"].as_str().expect("a sample names its target").to_owned()
+        })
+        .collect();
+    assert_eq!(samples.lines().count(), 2, "{samples}");
+    assert_eq!(targets.len(), 1, "{samples}");
 }

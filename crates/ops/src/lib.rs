@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod encryption;
+pub mod health;
 pub mod manifest;
 pub mod offsite;
 pub mod pitr;

@@ -26,7 +26,7 @@ use crate::expressions::planned_rows;
 use database::Backend;
 use database::connection::DbConnection;
 use database::transaction::{begin_savepoint, end_savepoint, write_transaction};
-use database::{Database, PoolError};
+use database::{Database, PoolError, StatementKind};
 
 pub use attendance::DieselAttendanceRepository;
 pub use audit::DieselAuditRepository;
@@ -40,6 +40,14 @@ static UNATTRIBUTED: LazyLock<AuditContext> = LazyLock::new(AuditContext::unattr
 pub trait Connections {
     /// Runs `work` on a connection.
     fn with<R>(&self, work: impl FnOnce(&mut DbConnection) -> Result<R, RepoError>) -> Result<R, RepoError>;
+
+    /// Runs `work`, which only reads (every statement a `SELECT`), on a connection: the
+    /// statement metrics then count its statements without formatting their SQL, which would
+    /// cost as much as an SQLite point read (`database::metrics::statements_of_kind`; checked
+    /// against the SQL in debug builds, so every test run checks each call).
+    fn read<R>(&self, work: impl FnOnce(&mut DbConnection) -> Result<R, RepoError>) -> Result<R, RepoError> {
+        database::metrics::statements_of_kind(StatementKind::Select, || self.with(work))
+    }
 
     /// Who the calls are made for, written into their audit entries: the unit of work's
     /// context, or no actor outside one.
@@ -398,7 +406,8 @@ pub(crate) fn count_total(
     match (request.total_mode(), end, connection.backend()) {
         (TotalMode::Skip, _, _) | (_, PageEnd::Here, _) => Ok(Total::NotCounted),
         (TotalMode::Estimate, PageEnd::Unknown, Backend::Postgres) => {
-            let plan = explain(connection)?;
+            // An EXPLAIN, inside a reading scope that declared its statements SELECTs.
+            let plan = database::metrics::statements_of_kind(StatementKind::Other, || explain(connection))?;
             let estimate = planned_rows(&plan)
                 .ok_or_else(|| RepoError::Internal("the planner's estimate is missing from EXPLAIN".into()))?;
             Ok(Total::Estimate(estimate))

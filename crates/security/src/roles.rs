@@ -10,7 +10,12 @@
 //! - two **login** roles of the application (`<prefix>_app_blue`, `<prefix>_app_green`, LOGIN,
 //!   members of the application role, with no privilege of their own), alternated by
 //!   `rotation::rotate_credentials` so that a password changes without a failed call;
-//! - a **read-only** role for reporting (`<prefix>_readonly`, LOGIN): `SELECT` on the tables.
+//! - a **read-only** role for reporting (`<prefix>_readonly`, LOGIN): `SELECT` on the tables;
+//! - a **monitoring** role for health checks (`<prefix>_monitor`, LOGIN): a member of the
+//!   built-in `pg_monitor` (server statistics, other sessions' query texts, settings),
+//!   `CONNECT`, `USAGE` on the schema and `SELECT` on the migration runner's history tables only
+//!   (the migration-state check reads them); no access to the data of `users`, `attendance` or
+//!   `audit_log`.
 //!
 //! `PUBLIC` keeps no privilege on the database or the schema (`REVOKE CREATE ON SCHEMA public
 //! FROM PUBLIC` among them: databases upgraded from before PostgreSQL 15 still allow it), and
@@ -18,7 +23,8 @@
 //! without `FOR ROLE`, default privileges cover only objects created by the role that ran them.
 //! Every role is held to `NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS`, and all but the
 //! owner to `NOCREATEDB` (the owner verifies backups in a scratch database it creates);
-//! memberships that would widen a role are revoked. Running it again changes nothing that is
+//! memberships that would widen a role are revoked (the monitoring role keeps `pg_monitor`, and
+//! only that). Running it again changes nothing that is
 //! already right, and reports what it changed.
 
 use secrecy::{ExposeSecret, SecretString};
@@ -51,11 +57,13 @@ pub struct RoleNames {
     pub app_logins: [RoleName; 2],
     /// Reads every table, writes none.
     pub readonly: RoleName,
+    /// Reads the server's statistics (`pg_monitor`) and the migration history, no table data.
+    pub monitor: RoleName,
 }
 
 impl RoleNames {
-    /// `<prefix>_owner`, `<prefix>_app`, `<prefix>_app_blue`, `<prefix>_app_green` and
-    /// `<prefix>_readonly`; the prefix follows the rules of [`RoleName`] and is at most
+    /// `<prefix>_owner`, `<prefix>_app`, `<prefix>_app_blue`, `<prefix>_app_green`,
+    /// `<prefix>_readonly` and `<prefix>_monitor`; the prefix follows the rules of [`RoleName`] and is at most
     /// [`MAX_PREFIX_LENGTH`] characters.
     pub fn with_prefix(prefix: &str) -> Result<Self, SecurityError> {
         if prefix.len() > MAX_PREFIX_LENGTH {
@@ -70,6 +78,7 @@ impl RoleNames {
             app: name("app")?,
             app_logins: [name("app_blue")?, name("app_green")?],
             readonly: name("readonly")?,
+            monitor: name("monitor")?,
         })
     }
 }
@@ -81,6 +90,8 @@ pub struct SetupOptions {
     pub owner_password: Option<SecretString>,
     /// A new password for the read-only role.
     pub readonly_password: Option<SecretString>,
+    /// A new password for the monitoring role.
+    pub monitor_password: Option<SecretString>,
     /// Who runs the setup, for its audit entry.
     pub context: OperatorContext,
 }
@@ -111,6 +122,7 @@ enum Kind {
     Group,
     Login,
     ReadOnly,
+    Monitor,
 }
 
 /// Sets up the roles of the connection's database, in one transaction (`CREATE ROLE` and the
@@ -173,6 +185,7 @@ pub fn setup_roles(
                         "changed": report.changed,
                         "owner_password_set": options.owner_password.is_some(),
                         "readonly_password_set": options.readonly_password.is_some(),
+                        "monitor_password_set": options.monitor_password.is_some(),
                     })),
                 },
             )?;
@@ -217,6 +230,7 @@ impl Setup<'_> {
             (&names.app_logins[0], Kind::Login),
             (&names.app_logins[1], Kind::Login),
             (&names.readonly, Kind::ReadOnly),
+            (&names.monitor, Kind::Monitor),
         ];
         for (role, kind) in kinds {
             let login = kind != Kind::Group;
@@ -250,7 +264,7 @@ impl Setup<'_> {
         self.memberships()
     }
 
-    /// The five managed roles, comma-separated (role names hold no comma).
+    /// The six managed roles, comma-separated (role names hold no comma).
     fn managed(&self) -> String {
         let names = self.names;
         [
@@ -259,38 +273,43 @@ impl Setup<'_> {
             &names.app_logins[0],
             &names.app_logins[1],
             &names.readonly,
+            &names.monitor,
         ]
         .map(RoleName::as_str)
         .join(",")
     }
 
-    /// The logins are members of the application role, without `ADMIN OPTION`; the
-    /// administrator running this is a member of the owner (to act as the owner); no other
-    /// membership touches a managed role, in either direction.
+    /// The logins are members of the application role, and the monitoring role of `pg_monitor`,
+    /// without `ADMIN OPTION`; the administrator running this is a member of the owner (to act as
+    /// the owner); no other membership touches a managed role, in either direction.
     fn memberships(&mut self) -> Result<(), SecurityError> {
         let names = self.names.clone();
         let admin = current_user(self.connection)?;
         let managed = self.managed();
         let logins = format!("{},{}", names.app_logins[0], names.app_logins[1]);
         // The administrator running this may be a member of any of them (PostgreSQL 16 makes a
-        // CREATEROLE role a member of every role it creates); nobody else but the logins.
+        // CREATEROLE role a member of every role it creates); nobody else but the logins, and
+        // the monitoring role in pg_monitor.
         let unwanted = formatted(
             self.connection,
             "SELECT format('REVOKE %I FROM %I CASCADE', g.rolname, m.rolname) AS value
              FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
              WHERE (g.rolname = ANY (string_to_array($1, ',')) OR m.rolname = ANY (string_to_array($1, ',')))
                AND NOT (g.rolname = $2 AND m.rolname = ANY (string_to_array($3, ',')))
+               AND NOT (g.rolname = 'pg_monitor' AND m.rolname = $5)
                AND m.rolname <> $4
              ORDER BY 1",
-            &[&managed, names.app.as_str(), &logins, &admin],
+            &[&managed, names.app.as_str(), &logins, &admin, names.monitor.as_str()],
         )?;
         let admin_options = formatted(
             self.connection,
             "SELECT format('REVOKE ADMIN OPTION FOR %I FROM %I CASCADE', g.rolname, m.rolname) AS value
              FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
-             WHERE am.admin_option AND g.rolname = $1 AND m.rolname = ANY (string_to_array($2, ','))
+             WHERE am.admin_option
+               AND ((g.rolname = $1 AND m.rolname = ANY (string_to_array($2, ',')))
+                    OR (g.rolname = 'pg_monitor' AND m.rolname = $3))
              ORDER BY 1",
-            &[names.app.as_str(), &logins],
+            &[names.app.as_str(), &logins, names.monitor.as_str()],
         )?;
         for statement in unwanted.into_iter().chain(admin_options) {
             run(self.connection, &statement)?;
@@ -311,6 +330,21 @@ impl Setup<'_> {
                 )?;
                 self.changed.push(format!("role {login} is a member of {}", names.app));
             }
+        }
+        let monitoring = fact(
+            self.connection,
+            "SELECT EXISTS (SELECT 1 FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid
+                            JOIN pg_roles m ON m.oid = am.member
+                            WHERE g.rolname = 'pg_monitor' AND m.rolname = $1) AS value",
+            &[names.monitor.as_str()],
+        )?;
+        if !monitoring {
+            run(
+                self.connection,
+                &format!("GRANT pg_monitor TO {}", names.monitor.quoted()),
+            )?;
+            self.changed
+                .push(format!("role {} is a member of pg_monitor", names.monitor));
         }
         // A CREATEROLE administrator acts as the owner below (SET ROLE): it must be allowed to.
         if !is_member(self.connection, &admin, &names.owner)? {
@@ -360,6 +394,7 @@ impl Setup<'_> {
         for (role, password) in [
             (&self.names.owner, &options.owner_password),
             (&self.names.readonly, &options.readonly_password),
+            (&self.names.monitor, &options.monitor_password),
         ] {
             if let Some(password) = password {
                 set_password(self.connection, role, password)?;
@@ -417,8 +452,9 @@ impl Setup<'_> {
             self.changed.push(statement);
         }
         let (owner, app, readonly) = (owner.quoted(), self.names.app.quoted(), self.names.readonly.quoted());
+        let monitor = self.names.monitor.quoted();
         let all = format!(
-            "{app}, {readonly}, {}, {}",
+            "{app}, {readonly}, {monitor}, {}, {}",
             self.names.app_logins[0].quoted(),
             self.names.app_logins[1].quoted()
         );
@@ -427,10 +463,10 @@ impl Setup<'_> {
         let mut statements = vec![
             format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC"),
             format!("REVOKE ALL ON DATABASE {database} FROM {all} CASCADE"),
-            format!("GRANT CONNECT ON DATABASE {database} TO {app}, {readonly}"),
+            format!("GRANT CONNECT ON DATABASE {database} TO {app}, {readonly}, {monitor}"),
             "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_owned(),
             format!("REVOKE ALL ON SCHEMA public FROM {all} CASCADE"),
-            format!("GRANT USAGE ON SCHEMA public TO {app}, {readonly}"),
+            format!("GRANT USAGE ON SCHEMA public TO {app}, {readonly}, {monitor}"),
             format!("ALTER DEFAULT PRIVILEGES FOR ROLE {owner} REVOKE ALL ON SCHEMAS FROM {all}"),
         ];
         for kind in ["TABLES", "SEQUENCES", "FUNCTIONS", "TYPES"] {
@@ -506,6 +542,8 @@ impl Setup<'_> {
     /// (and reported), as are column grants (the read-only role's own are made again below).
     fn outsiders(&mut self) -> Result<(), SecurityError> {
         let allowed = format!("{},{}", self.names.app, self.names.readonly);
+        // The monitoring role's grants on tables are stated anew in grants() (only the history).
+        let allowed_on_tables = format!("{allowed},{}", self.names.monitor);
         let readonly = self.names.readonly.as_str();
         let queries: [(&str, Vec<&str>); 4] = [
             (
@@ -516,7 +554,7 @@ impl Setup<'_> {
                  WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
                    AND x.grantee NOT IN (0, c.relowner)
                    AND NOT pg_get_userbyid(x.grantee) = ANY (string_to_array($1, ','))",
-                vec![allowed.as_str()],
+                vec![allowed_on_tables.as_str()],
             ),
             (
                 // The read-only role's SELECT on the columns of users but the password hash is
@@ -566,6 +604,7 @@ impl Setup<'_> {
         self.outsiders()?;
         let app = self.names.app.quoted();
         let readonly = self.names.readonly.quoted();
+        let monitor = self.names.monitor.quoted();
         let logins = format!(
             "{}, {}",
             self.names.app_logins[0].quoted(),
@@ -576,9 +615,9 @@ impl Setup<'_> {
             "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC CASCADE".to_owned(),
             "REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM PUBLIC CASCADE".to_owned(),
             "REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA public FROM PUBLIC".to_owned(),
-            format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {logins}, {readonly}, {app} CASCADE"),
-            format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {logins}, {readonly}, {app} CASCADE"),
-            format!("REVOKE ALL ON ALL ROUTINES IN SCHEMA public FROM {logins}, {readonly}, {app} CASCADE"),
+            format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {logins}, {readonly}, {app}, {monitor} CASCADE"),
+            format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {logins}, {readonly}, {app}, {monitor} CASCADE"),
+            format!("REVOKE ALL ON ALL ROUTINES IN SCHEMA public FROM {logins}, {readonly}, {app}, {monitor} CASCADE"),
             format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app}"),
             format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app}"),
             format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {readonly}"),
@@ -586,6 +625,12 @@ impl Setup<'_> {
             // The runner's history: read by the at-head check, written only by migrations.
             format!(
                 "REVOKE INSERT, UPDATE, DELETE ON {}, {} FROM {app} CASCADE",
+                migrator::HISTORY_TABLE,
+                migrator::STATE_TABLE
+            ),
+            // Monitoring reads the history (is the database at head?), and no table's data.
+            format!(
+                "GRANT SELECT ON {}, {} TO {monitor}",
                 migrator::HISTORY_TABLE,
                 migrator::STATE_TABLE
             ),
@@ -654,6 +699,7 @@ mod tests {
         assert_eq!(names.app_logins[0].as_str(), "attendance_app_blue");
         assert_eq!(names.app_logins[1].as_str(), "attendance_app_green");
         assert_eq!(names.readonly.as_str(), "attendance_readonly");
+        assert_eq!(names.monitor.as_str(), "attendance_monitor");
         assert!(RoleNames::with_prefix("Attendance").is_err());
         assert!(RoleNames::with_prefix(&"a".repeat(49)).is_err());
         assert!(RoleNames::with_prefix(&"a".repeat(48)).is_ok());

@@ -20,10 +20,9 @@ pub(crate) fn run(connection: &mut DbConnection, statement: &str) -> Result<(), 
 }
 
 /// Runs a statement that holds a secret (a password verifier); an error names `what`, never the
-/// statement.
+/// statement, and the slow-query log withholds its text.
 pub(crate) fn run_secret(connection: &mut DbConnection, statement: &str, what: &str) -> Result<(), SecurityError> {
-    connection
-        .batch_execute(statement)
+    database::metrics::statements_with_secrets(|| connection.batch_execute(statement))
         .map_err(SecurityError::database(what))
 }
 

@@ -431,6 +431,7 @@ impl PostgresServer {
         let options = SetupOptions {
             owner_password: password(),
             readonly_password: password(),
+            monitor_password: password(),
             context: OperatorContext::operator("test-fixtures").map_err(|error| text(&error))?,
         };
         let mut admin = open(&self.url_of(database))?;
@@ -506,7 +507,8 @@ fn discard(admin: &mut PgConnection, name: &str) {
 
 /// Part of the template digest: bump it when a template built by the same migrations would still
 /// differ, for example when the runner's own bookkeeping tables change.
-const TEMPLATE_FORMAT: &str = "template format 3: least-privilege roles, migrated by the owner, set up again";
+const TEMPLATE_FORMAT: &str =
+    "template format 4: least-privilege roles with a monitor, migrated by the owner, set up again";
 
 /// `test_template_<digest>`: the digest covers [`TEMPLATE_FORMAT`] and every embedded PostgreSQL
 /// migration's name and both checksums, so any change to the migrations gets a fresh template.

@@ -86,7 +86,7 @@ struct DailyRow {
 
 impl<C: Connections> DieselAttendanceRepository<C> {
     fn find(&self, query: AttendanceQuery) -> Result<Option<Attendance>, RepoError> {
-        let row: Option<AttendanceRow> = self.connections.with(|connection| {
+        let row: Option<AttendanceRow> = self.connections.read(|connection| {
             query
                 .select(AttendanceRow::as_select())
                 .first(connection)
@@ -211,7 +211,7 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
         // One plain query per scope on the connection's own backend, kept by the backend's
         // statement cache (see `on_its_backend!`), and no `LIMIT`, which SQLite would re-prepare
         // on every call (see `user_row!`): the id matches at most one row.
-        let row: Option<AttendanceRow> = self.connections.with(|connection| {
+        let row: Option<AttendanceRow> = self.connections.read(|connection| {
             let picked = attendance::table.filter(attendance::id.eq(key(id)));
             on_its_backend!(connection, |connection| match scope {
                 Scope::Live => picked
@@ -233,7 +233,7 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
     }
 
     fn list_for_user(&self, user_id: UserId, range: TimeRange, scope: Scope) -> Result<Vec<Attendance>, RepoError> {
-        let rows: Vec<AttendanceRow> = self.connections.with(|connection| {
+        let rows: Vec<AttendanceRow> = self.connections.read(|connection| {
             scoped(scope)
                 .filter(attendance::user_id.eq(user_key(user_id)))
                 .filter(attendance::check_in_time.ge(DbTimestamp(range.from)))
@@ -247,7 +247,7 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
     }
 
     fn currently_checked_in(&self) -> Result<Vec<AttendanceWithUser>, RepoError> {
-        let rows: Vec<(AttendanceRow, UserRow)> = self.connections.with(|connection| {
+        let rows: Vec<(AttendanceRow, UserRow)> = self.connections.read(|connection| {
             attendance::table
                 .inner_join(users::table)
                 .filter(attendance::check_out_time.is_null())
@@ -271,7 +271,7 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
     fn daily_totals(&self, user_id: UserId, range: TimeRange) -> Result<Vec<DailyTotal>, RepoError> {
         let rows: Vec<DailyRow> = self
             .connections
-            .with(|connection| daily_rows(connection, user_id, range))?;
+            .read(|connection| daily_rows(connection, user_id, range))?;
         rows.into_iter()
             .map(|row| {
                 let day = NaiveDate::parse_from_str(&row.day, "%Y-%m-%d")
@@ -288,7 +288,7 @@ impl<C: Connections> AttendanceRepository for DieselAttendanceRepository<C> {
     fn list_with_user(&self, scope: Scope, page: PageRequest) -> Result<OffsetPage<AttendanceWithUser>, RepoError> {
         let offset = i64::try_from(page.offset()).map_err(|_| RepoError::validation("page", "is too large"))?;
         let per_page = usize::try_from(page.per_page()).unwrap_or(usize::MAX);
-        let (rows, has_next, total) = self.connections.with(|connection| {
+        let (rows, has_next, total) = self.connections.read(|connection| {
             let mut rows: Vec<(AttendanceRow, UserRow)> = joined_with_users(scope)
                 .order((attendance::created_at.asc(), attendance::id.asc()))
                 .limit(i64::from(page.per_page()) + 1)

@@ -136,7 +136,7 @@ impl<C: Connections> AuditRepository for DieselAuditRepository<C> {
             query.order((audit_log::occurred_at.asc(), audit_log::id.asc()))
         };
         let limit = usize::try_from(page.limit()).unwrap_or(usize::MAX);
-        let rows: Vec<AuditRow> = self.connections.with(|connection| {
+        let rows: Vec<AuditRow> = self.connections.read(|connection| {
             query
                 .limit(i64::from(page.limit()) + 1)
                 .select(AuditRow::as_select())

@@ -277,7 +277,7 @@ impl<C: Connections> DieselUserRepository<C> {
     fn find(&self, read: impl FnOnce(&mut DbConnection) -> QueryResult<UserRow>) -> Result<Option<User>, RepoError> {
         let row = self
             .connections
-            .with(|connection| read(connection).optional().map_err(map_error))?;
+            .read(|connection| read(connection).optional().map_err(map_error))?;
         Ok(row.map(user_of))
     }
 
@@ -287,7 +287,7 @@ impl<C: Connections> DieselUserRepository<C> {
     fn page(&self, filter: &UserFilter, page: PageRequest) -> Result<(Vec<User>, bool, Total), RepoError> {
         let offset = offset_of(page)?;
         let query = filtered(filter)?;
-        let (rows, has_next, total) = self.connections.with(|connection| {
+        let (rows, has_next, total) = self.connections.read(|connection| {
             let mut rows: Vec<UserRow> = query
                 .order((users::created_at.asc(), users::id.asc()))
                 .limit(limit_of(page.per_page()) + 1)
@@ -665,7 +665,7 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
         } else {
             query.order((users::created_at.asc(), users::id.asc()))
         };
-        let rows: Vec<UserRow> = self.connections.with(|connection| {
+        let rows: Vec<UserRow> = self.connections.read(|connection| {
             query
                 .limit(fetch)
                 .select(UserRow::as_select())
@@ -709,7 +709,7 @@ impl<C: Connections> UserRepository for DieselUserRepository<C> {
                 Scope::WithDeleted => query,
                 Scope::OnlyDeleted => query.filter(attendance::deleted_at.is_not_null()),
             };
-            let rows: Vec<AttendanceRow> = self.connections.with(|connection| {
+            let rows: Vec<AttendanceRow> = self.connections.read(|connection| {
                 query
                     .order((attendance::check_in_time.asc(), attendance::id.asc()))
                     .select(AttendanceRow::as_select())
