@@ -217,7 +217,7 @@ struct Echo {
 fn slow_statements_are_logged_without_their_values(database: &TestDb) {
     let postgres = database.backend() == database::Backend::Postgres;
     let (threshold, slow_seconds) = if postgres {
-        (Duration::from_millis(150), 0.3)
+        (Duration::from_millis(500), 1.0)
     } else {
         // SQLite has no sleep: a threshold of a nanosecond makes every statement slow.
         (Duration::from_nanos(1), 0.0)
@@ -251,7 +251,7 @@ fn slow_statements_are_logged_without_their_values(database: &TestDb) {
         let mut connection = pool.get().expect("connection");
         database::metrics::statements_with_secrets(|| {
             diesel::sql_query(if postgres {
-                "SELECT 'SCRAM-SHA-256$4096:secret-verifier' AS value, pg_sleep(0.3)"
+                "SELECT 'SCRAM-SHA-256$4096:secret-verifier' AS value, pg_sleep(1.0)"
             } else {
                 "SELECT 'SCRAM-SHA-256$4096:secret-verifier' AS value"
             })

@@ -16,7 +16,7 @@ use percent_encoding::utf8_percent_encode;
 use crate::config::{
     Backend, COMPONENT, DatabaseTarget, PoolSettings, SessionSettings, last_query_parameter, percent_decode,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{CloseReason, Metrics};
 
 pub use multi::{DbConnection, MultiBackend};
 
@@ -256,6 +256,9 @@ pub struct PooledDb {
     /// When the connection was opened or last came back to the pool not lost: the checkout
     /// validation pings only connections idle longer than the manager's window since then.
     pub(crate) last_used: Instant,
+    /// Why the manager gave the connection up, for the metrics; `None` until it does (a
+    /// connection r2d2's reaper closes keeps `None`: it was idle).
+    pub(crate) closing: Option<CloseReason>,
     /// When the connection was opened: it is closed on its return once older than the
     /// manager's `max_lifetime`.
     pub(crate) opened_at: Instant,
@@ -276,6 +279,7 @@ impl ManageConnection for ConnectionManager {
             lost: false,
             last_used,
             opened_at: last_used,
+            closing: None,
         })
     }
 
@@ -287,7 +291,7 @@ impl ManageConnection for ConnectionManager {
             return Ok(());
         }
         pooled.connection.ping().map_err(|query_error| {
-            self.metrics.connection_closed_invalid();
+            pooled.closing = Some(CloseReason::Invalid);
             ConnectError {
                 target: self.target.redacted().to_owned(),
                 source_variable: self.target.source(),
@@ -302,10 +306,10 @@ impl ManageConnection for ConnectionManager {
     fn has_broken(&self, pooled: &mut PooledDb) -> bool {
         pooled.last_used = Instant::now();
         if pooled.lost || pooled.connection.is_broken() {
-            self.metrics.connection_closed_lost();
+            pooled.closing = Some(CloseReason::Lost);
             true
         } else if pooled.opened_at.elapsed() >= self.max_lifetime {
-            self.metrics.connection_closed_expired();
+            pooled.closing = Some(CloseReason::Expired);
             true
         } else {
             false
@@ -430,6 +434,17 @@ fn apply_session_settings(connection: &mut DbConnection, session: &SessionSettin
         }
     }
     Ok(())
+}
+
+/// Counts each connection the pool closes under its reason, when r2d2 hands it over to be
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct CloseCounter(pub(crate) Metrics);
+
+impl diesel::r2d2::CustomizeConnection<PooledDb, ConnectError> for CloseCounter {
+    fn on_release(&self, connection: PooledDb) {
+        self.0.connection_closed(connection.closing);
+    }
 }
 
 #[cfg(test)]

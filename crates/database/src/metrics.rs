@@ -160,6 +160,17 @@ impl fmt::Display for StatementKind {
     }
 }
 
+/// Why the pool's manager gave a connection up (r2d2's reaper closes the others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// Its server closed it, or a call found it unusable.
+    Lost,
+    /// Older than the maximum lifetime when it came back.
+    Expired,
+    /// Failed the checkout's ping.
+    Invalid,
+}
+
 /// Why the pool closed connections, as counted so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ClosedConnections {
@@ -169,8 +180,8 @@ pub struct ClosedConnections {
     pub expired: u64,
     /// Failed the ping of the checkout validation.
     pub invalid: u64,
-    /// Closed by r2d2's reaper: idle longer than `DATABASE_POOL_IDLE_TIMEOUT_MS` (or past
-    /// its lifetime while idle), or when the pool was dropped.
+    /// Closed by r2d2's reaper: idle longer than `DATABASE_POOL_IDLE_TIMEOUT_MS`, or past its
+    /// lifetime while idle.
     pub idle: u64,
 }
 
@@ -291,6 +302,7 @@ struct Counts {
     closed_lost: AtomicU64,
     closed_expired: AtomicU64,
     closed_invalid: AtomicU64,
+    closed_idle: AtomicU64,
     wait: AtomicHistogram,
     use_time: AtomicHistogram,
     statements: [StatementCounts; 6],
@@ -363,6 +375,7 @@ impl Metrics {
                 closed_lost: AtomicU64::new(0),
                 closed_expired: AtomicU64::new(0),
                 closed_invalid: AtomicU64::new(0),
+                closed_idle: AtomicU64::new(0),
                 wait: AtomicHistogram::default(),
                 use_time: AtomicHistogram::default(),
                 statements: Default::default(),
@@ -401,14 +414,13 @@ impl Metrics {
         let checkouts = load(&counts.checkouts);
         let open = acquired.saturating_sub(released);
         let in_use = checkouts.saturating_sub(checkins).min(open);
-        let lost = load(&counts.closed_lost);
-        let expired = load(&counts.closed_expired);
-        let invalid = load(&counts.closed_invalid);
+        // Each reason is a counter of its own, counted when r2d2 hands the connection back to
+        // be closed: none can go down between two snapshots.
         let closed = ClosedConnections {
-            lost,
-            expired,
-            invalid,
-            idle: released.saturating_sub(lost + expired + invalid),
+            lost: load(&counts.closed_lost),
+            expired: load(&counts.closed_expired),
+            invalid: load(&counts.closed_invalid),
+            idle: load(&counts.closed_idle),
         };
         MetricsSnapshot {
             pool_name: counts.pool_name.clone(),
@@ -451,16 +463,14 @@ impl Metrics {
         text
     }
 
-    pub(crate) fn connection_closed_lost(&self) {
-        self.inner.closed_lost.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn connection_closed_expired(&self) {
-        self.inner.closed_expired.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn connection_closed_invalid(&self) {
-        self.inner.closed_invalid.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn connection_closed(&self, reason: Option<CloseReason>) {
+        let counter = match reason {
+            Some(CloseReason::Lost) => &self.inner.closed_lost,
+            Some(CloseReason::Expired) => &self.inner.closed_expired,
+            Some(CloseReason::Invalid) => &self.inner.closed_invalid,
+            None => &self.inner.closed_idle,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn connection_error(&self) {

@@ -6,7 +6,7 @@ use std::path::Path;
 use diesel::r2d2::{HandleError, Pool, PooledConnection};
 
 use crate::config::{Backend, DEFAULT_SQLITE_PATH, DatabaseConfig, DatabaseTarget};
-use crate::connection::{ConnectError, ConnectionManager, DbConnection};
+use crate::connection::{CloseCounter, ConnectError, ConnectionManager, DbConnection};
 use crate::metrics::{Metrics, MetricsSnapshot};
 
 /// A pooled connection borrowed from a [`Database`]; it derefs to the [`DbConnection`] and goes
@@ -104,6 +104,7 @@ impl Database {
             .test_on_check_out(settings.test_on_check_out)
             .error_handler(Box::new(TracingErrorHandler(metrics.clone())))
             .event_handler(Box::new(metrics.pool_events()))
+            .connection_customizer(Box::new(CloseCounter(metrics.clone())))
             .build_unchecked(manager);
         Ok(Self { pool, config, metrics })
     }

@@ -136,9 +136,9 @@ pub(crate) fn configure(arguments: &HealthArgs) -> Result<(DatabaseConfig, Healt
             arguments.unexpected.join(" ")
         ));
     }
-    let config = DatabaseConfig::from_env()
-        .map_err(|error| format!("bad database configuration: {error}"))?
-        .for_migrations();
+    // DATABASE_URL, never the owner's DATABASE_MIGRATION_URL: monitoring runs with the least
+    // privilege it needs (the `_monitor` role), whatever else the environment holds.
+    let config = DatabaseConfig::from_env().map_err(|error| format!("bad database configuration: {error}"))?;
     let usage = |HealthError::Usage(problem)| problem;
     let mut health = HealthConfig::from_env().map_err(usage)?;
     for (level, assignments) in [

@@ -48,8 +48,8 @@ Exit codes:
 /// Runs the database's operations: migrations, backups proven by restore, retention,
 /// point-in-time recovery, roles and credentials, and the audit log's retention. Logs go to
 /// stderr (`RUST_LOG`, default `info`), without colour when stderr is not a terminal; reports go
-/// to stdout, as JSON with `--json`. Every command but `roles` connects with
-/// `DATABASE_MIGRATION_URL` when it is set (the schema's owner), else with `DATABASE_URL`.
+/// to stdout, as JSON with `--json`. Every command but `roles`, `health` and `metrics` connects
+/// with `DATABASE_MIGRATION_URL` when it is set (the schema's owner), else with `DATABASE_URL`.
 #[derive(Debug, Parser)]
 #[command(version, about, after_long_help = after_help(&[Env::Database, Env::Log]))]
 struct Cli {

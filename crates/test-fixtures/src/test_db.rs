@@ -100,6 +100,16 @@ impl TestDb {
         self.owner.as_ref()
     }
 
+    /// On a migrated PostgreSQL database, this database as `role`, one of [`TestDb::roles`] (the
+    /// monitoring login, say), with the test roles' password; `None` otherwise.
+    #[must_use]
+    pub fn target_as(&self, role: &RoleName) -> Option<DatabaseTarget> {
+        let (Cleanup::DropPostgres { server, name }, Some(_)) = (&self.cleanup, &self.owner) else {
+            return None;
+        };
+        Some(DatabaseTarget::postgres_url(&server.url_as(role, name)).expect("a test database URL is valid"))
+    }
+
     /// A URL of this database's server for `database` as its administrator, a superuser or a
     /// role that may create databases and roles; `None` for SQLite.
     #[must_use]

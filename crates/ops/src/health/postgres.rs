@@ -436,11 +436,15 @@ fn replication_lag(
          FROM pg_catalog.pg_stat_replication ORDER BY 1",
     )
     .load(connection)?;
+    // The file keeps each server's replicas apart (one state directory may serve several), and is
+    // replaced whole through a rename, so a run reading it meanwhile never sees half of it.
+    let server = server_key(connection)?;
     let path = super::samples::replicas_path(&health.state_dir);
-    let previous: BTreeMap<String, Position> = std::fs::read_to_string(&path)
+    let mut servers: BTreeMap<String, BTreeMap<String, Position>> = std::fs::read_to_string(&path)
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default();
+    let previous = servers.remove(&server).unwrap_or_default();
     let mut positions = BTreeMap::new();
     let mut status = Status::Ok;
     let mut worst: f64 = 0.0;
@@ -504,14 +508,13 @@ fn replication_lag(
     if !skipped.is_empty() {
         notes.push(format!("not replicas, skipped: {}", skipped.join(", ")));
     }
-    if n_standbys == 0 {
-        let _ = std::fs::remove_file(&path);
-    } else if let Err(error) = std::fs::create_dir_all(&health.state_dir).and_then(|()| {
-        std::fs::write(
-            &path,
-            serde_json::to_string(&positions).unwrap_or_else(|_| "{}".to_owned()),
-        )
-    }) {
+    if n_standbys > 0 {
+        servers.insert(server, positions);
+    }
+    let text = serde_json::to_string(&servers).unwrap_or_else(|_| "{}".to_owned());
+    if let Err(error) = std::fs::create_dir_all(&health.state_dir)
+        .and_then(|()| super::samples::replace_file(&health.state_dir, &path, &text))
+    {
         status = status.max(Status::Unknown);
         notes.push(format!(
             "cannot keep replay positions in {}: {error} (a stalled replica is timed only by replay_lag)",

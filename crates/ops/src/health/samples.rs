@@ -124,15 +124,8 @@ impl SampleStore {
             text.push_str(&serde_json::to_string(sample).map_err(|error| error.to_string())?);
             text.push('\n');
         }
-        let temporary = self
-            .directory
-            .join(format!("{SAMPLES_FILE}.{}.tmp", std::process::id()));
-        std::fs::write(&temporary, text)
-            .and_then(|()| std::fs::rename(&temporary, &path))
-            .map_err(|error| {
-                let _ = std::fs::remove_file(&temporary);
-                format!("cannot rewrite {}: {error}", path.display())
-            })
+        replace_file(&self.directory, &path, &text)
+            .map_err(|error| format!("cannot rewrite {}: {error}", path.display()))
     }
 }
 
@@ -194,7 +187,20 @@ pub fn growth_per_day(history: &[SizeSample], current: &SizeSample) -> Option<Gr
     })
 }
 
-/// Where the replay positions of lagging replicas are kept, for `replication_lag`.
+/// Replaces `path` (in `directory`) with `text`, through a temporary file of this process renamed
+/// over it: a reader sees the old file or the new one, never half of either.
+pub(crate) fn replace_file(directory: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("state");
+    let temporary = directory.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&temporary);
+        })
+}
+
+/// Where the replay positions of lagging replicas are kept, for `replication_lag`: a map from
+/// each server (`server_key`) to its replicas' positions.
 pub(crate) fn replicas_path(directory: &Path) -> PathBuf {
     directory.join("replica-positions.json")
 }
