@@ -7,6 +7,7 @@ use domain::AuditContext;
 use migrator::Migrate as _;
 use std::io::Write as _;
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use database::{Backend, DbConnection};
@@ -99,7 +100,15 @@ conformance!(write_transactions_wait_for_the_write_lock, write_transactions_wait
 fn write_transactions_wait(database: &TestDb) {
     const THREADS: usize = 8;
     const ROUNDS: usize = 120;
-    let store = store(database);
+    // What this guards is that a write transaction waits for the lock instead of failing at once
+    // (a deferred BEGIN fails at once whatever the busy timeout). SQLite's busy handler is not
+    // fair: with the whole suite running beside it on two cores (private clusters, a replica), a
+    // writer was once starved past the default 5 s. A longer wait keeps the guarantee tested.
+    let mut config = database.config();
+    config.session.sqlite_busy_timeout = Duration::from_mins(1);
+    let pool = database::Database::connect(config).expect("pool");
+    pool.migrate().expect("migrate");
+    let store = DieselStore::new(Arc::new(pool));
     let users: Vec<UserId> = (0..THREADS)
         .map(|thread| {
             store
@@ -305,7 +314,7 @@ fn restore_racing_deletion(database: &TestDb) {
                 let deleted = repositories.users().soft_delete(ann.id)?;
                 deleting.wait();
                 // The restore runs now, before this transaction commits.
-                std::thread::sleep(std::time::Duration::from_millis(300));
+                std::thread::sleep(Duration::from_millis(300));
                 Ok::<_, RepoError>(deleted)
             })
         });
