@@ -66,6 +66,7 @@ use repo_diesel::models::UserRow;
 use repo_diesel::repositories::DieselStore;
 use repo_diesel::schema::users;
 use secrecy::ExposeSecret as _;
+use test_fixtures::bench::Spread;
 use uuid::Uuid;
 
 const USERS: i64 = 1_000_000;
@@ -1924,32 +1925,6 @@ impl Unit {
             Self::Seconds => format!("{:.1} ms", value * 1e3),
             Self::Instructions => format!("{:.0}k instructions", value / 1e3),
             Self::Bytes => format!("{:.1} MiB", value / MIB),
-        }
-    }
-}
-
-/// Median and range of samples.
-#[derive(Debug, Clone, Copy)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Spread {
-    fn of(values: &[f64]) -> Self {
-        let mut sorted = values.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let middle = sorted.len() / 2;
-        let median = if sorted.len() % 2 == 1 {
-            sorted[middle]
-        } else {
-            f64::midpoint(sorted[middle - 1], sorted[middle])
-        };
-        Self {
-            median,
-            min: sorted[0],
-            max: sorted[sorted.len() - 1],
         }
     }
 }

@@ -243,6 +243,24 @@ impl PrivateCluster {
         self.expect_success("pg_ctl restart -m fast", &outcome);
     }
 
+    /// Stops the server in fast mode (clients are disconnected) and leaves it stopped.
+    ///
+    /// # Panics
+    /// When `pg_ctl stop` fails or times out.
+    pub fn stop_fast(&self) {
+        let outcome = self.pg_ctl_stop("fast");
+        self.expect_success("pg_ctl stop -m fast", &outcome);
+    }
+
+    /// Starts the server again after [`Self::stop_fast`].
+    ///
+    /// # Panics
+    /// When `pg_ctl start` fails or times out.
+    pub fn start_again(&self) {
+        let outcome = self.pg_ctl_start();
+        self.expect_success("pg_ctl start", &outcome);
+    }
+
     /// Stops the server in immediate mode (no checkpoint: the next start replays the WAL, as
     /// after a crash) and starts it again.
     ///

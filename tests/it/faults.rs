@@ -720,6 +720,7 @@ fn service_error_kind(error: &ServiceError) -> &'static str {
         ServiceError::Inactive(_) => "service inactive",
         ServiceError::WrongPassword => "service wrong_password",
         ServiceError::InvalidCredentials => "service invalid_credentials",
+        _ => "service error of a kind this suite does not know",
     }
 }
 
@@ -732,6 +733,7 @@ fn repo_error_kind(error: &RepoError) -> &'static str {
         RepoError::Conflict { .. } => "conflict",
         RepoError::Validation { .. } => "validation",
         RepoError::StorageFull(_) => "storage_full",
+        _ => "repository error of a kind this suite does not know",
     }
 }
 

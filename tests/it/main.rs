@@ -2,6 +2,7 @@
 //! PostgreSQL (found by `test_fixtures::TestDb`: `TEST_DATABASE_URL`, a container, or the local
 //! server; none fails the PostgreSQL tests). `faults` runs PostgreSQL clusters of its own.
 
+mod async_store;
 mod attendance;
 mod audit;
 mod bad_input;
@@ -10,6 +11,7 @@ mod constraints;
 mod faults;
 mod fixtures;
 mod health;
+mod http;
 mod metrics;
 mod migrations;
 mod migrator;

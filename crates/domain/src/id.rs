@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use uuid::Uuid;
 
+use crate::ValidationError;
+
 macro_rules! id_type {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
@@ -50,11 +52,15 @@ macro_rules! id_type {
             }
         }
 
+        /// Parses the hyphenated form (or any form [`Uuid::parse_str`] reads); anything else is a
+        /// [`ValidationError`] on the field `id`.
         impl FromStr for $name {
-            type Err = uuid::Error;
+            type Err = ValidationError;
 
             fn from_str(text: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(text).map(Self)
+                Uuid::parse_str(text)
+                    .map(Self)
+                    .map_err(|error| ValidationError::new("id", format!("is not a UUID ({error})")))
             }
         }
     };
@@ -86,5 +92,25 @@ mod tests {
         let id = AttendanceId::new();
         assert_eq!(id.to_string().parse::<AttendanceId>(), Ok(id));
         assert!("not-a-uuid".parse::<AttendanceId>().is_err());
+    }
+
+    #[test]
+    fn a_bad_uuid_is_a_typed_error() {
+        let error = "not-a-uuid".parse::<UserId>().expect_err("not a UUID");
+        assert_eq!(error.field, "id");
+        assert!(error.to_string().starts_with("id: is not a UUID ("), "{error}");
+        let error = "0190c4a2-7d3e-7abc-8def-0123456789a"
+            .parse::<AttendanceId>()
+            .expect_err("one digit short");
+        assert!(error.to_string().starts_with("id: is not a UUID ("), "{error}");
+    }
+
+    #[test]
+    fn ids_serialise_as_their_uuid_string() {
+        let id = UserId::new();
+        let json = serde_json::to_string(&id).expect("serialise");
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<UserId>(&json).expect("deserialise"), id);
+        assert!(serde_json::from_str::<AttendanceId>("\"not-a-uuid\"").is_err());
     }
 }

@@ -12,6 +12,14 @@ use serde::{Deserialize, Deserializer};
 
 use crate::ValidationError;
 
+// The cheap test hash must never reach a deployed binary: a build without debug assertions
+// (`cargo build --release`, `cargo bench`) stops here.
+#[cfg(all(feature = "insecure-test-hash", not(debug_assertions)))]
+compile_error!(
+    "domain's `insecure-test-hash` feature makes password hashes cheap to crack: enable it in \
+     [dev-dependencies] only, never in a release build"
+);
+
 /// The argon2id parameters every new hash gets: 19 MiB of memory (m = 19456 KiB), 2 passes
 /// (t = 2), 1 lane (p = 1), a 32-byte output and a 16-byte random salt. This is the second
 /// configuration of the OWASP Password Storage Cheat Sheet ("m=19456 (19 MiB), t=2, p=1"), and
@@ -54,9 +62,14 @@ impl Password {
 
     /// Hashes the password with argon2id, the current parameters ([`ARGON2_MEMORY_KIB`]) and a
     /// new random salt.
+    ///
+    /// With the `insecure-test-hash` feature (tests only; a release build refuses it) the
+    /// parameters are the cheapest argon2id allows (m = 8 KiB, t = 1, p = 1): still an argon2id
+    /// PHC string that [`PasswordHash::verify`] checks, and one that
+    /// [`PasswordHash::needs_rehash`] flags, so a deployment replaces it at the next sign-in.
     pub fn hash(&self) -> Result<PasswordHash, ValidationError> {
         let salt = SaltString::generate(&mut OsRng);
-        current()
+        for_new_hashes()
             .hash_password(self.0.expose_secret().as_bytes(), &salt)
             .map(|hash| PasswordHash(hash.to_string()))
             .map_err(|error| ValidationError::new("password", format!("cannot be hashed: {error}")))
@@ -78,6 +91,15 @@ impl<'de> Deserialize<'de> for Password {
 
 /// An argon2id hash in PHC string format (`$argon2id$v=19$...`). Stored, never serialised, and
 /// shown as `PasswordHash(***)`.
+///
+/// Deliberately neither `Serialize` nor `Deserialize`: a hash in a JSON answer or a log can be
+/// cracked offline, so the only way out is [`PasswordHash::as_phc`], for storage. `User` skips
+/// the field when it serialises (a test checks the JSON).
+///
+/// ```compile_fail
+/// fn serialisable<T: serde::Serialize>() {}
+/// serialisable::<domain::PasswordHash>();
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct PasswordHash(String);
 
@@ -121,8 +143,8 @@ impl PasswordHash {
         }
     }
 
-    /// A hash of a random password that nobody knows, made once per process with the current
-    /// parameters: a sign-in for an unknown address verifies against it, so that it costs the
+    /// A hash of a random password that nobody knows, made once per process with the parameters
+    /// of [`Password::hash`]: a sign-in for an unknown address verifies against it, so that it costs the
     /// same time as one for a known address and the answer's timing does not tell which
     /// addresses have accounts.
     #[must_use]
@@ -132,7 +154,7 @@ impl PasswordHash {
             let mut secret = [0_u8; 32];
             argon2::password_hash::rand_core::RngCore::fill_bytes(&mut OsRng, &mut secret);
             let salt = SaltString::generate(&mut OsRng);
-            current()
+            for_new_hashes()
                 .hash_password(&secret, &salt)
                 .map_or_else(|_| Self(String::new()), |hash| Self(hash.to_string()))
         })
@@ -167,6 +189,22 @@ impl PasswordHash {
 fn current() -> Argon2<'static> {
     let params =
         argon2::Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_PARALLELISM, None).unwrap_or_default();
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// argon2id as [`Password::hash`] and [`PasswordHash::dummy`] use it: the current parameters, or
+/// with the `insecure-test-hash` feature the cheapest argon2id allows.
+fn for_new_hashes() -> Argon2<'static> {
+    if !cfg!(feature = "insecure-test-hash") {
+        return current();
+    }
+    let params = argon2::Params::new(
+        argon2::Params::MIN_M_COST,
+        argon2::Params::MIN_T_COST,
+        argon2::Params::MIN_P_COST,
+        None,
+    )
+    .unwrap_or_default();
     Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
 }
 
@@ -220,23 +258,40 @@ mod tests {
             (default.m_cost(), default.t_cost(), default.p_cost()),
             (ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_PARALLELISM)
         );
-        let hash = Password::parse("correct horse battery")
-            .expect("valid")
-            .hash()
-            .expect("hash");
+        let hash = PasswordHash(
+            current()
+                .hash_password(b"correct horse battery", &SaltString::generate(&mut OsRng))
+                .expect("hash")
+                .to_string(),
+        );
         assert!(
             hash.as_phc().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
             "{}",
             hash.as_phc()
         );
         assert!(!hash.needs_rehash());
-        // The dummy costs what a real hash costs: the same parameters.
-        assert!(
-            PasswordHash::dummy()
-                .as_phc()
-                .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
-        );
-        assert!(!PasswordHash::dummy().verify(&Password::parse("correct horse battery").expect("valid")));
+    }
+
+    /// The prefix of every hash [`Password::hash`] makes in this build.
+    const NEW_HASH_PREFIX: &str = if cfg!(feature = "insecure-test-hash") {
+        "$argon2id$v=19$m=8,t=1,p=1$"
+    } else {
+        "$argon2id$v=19$m=19456,t=2,p=1$"
+    };
+
+    /// Without the feature (`cargo test -p domain`): the current parameters, which need no
+    /// rehash. With it (`--features insecure-test-hash`, or any test build that unifies it in):
+    /// the cheapest, a hash that verifies and that `needs_rehash` flags.
+    #[test]
+    fn new_hashes_and_the_dummy_use_the_parameters_of_this_build() {
+        let password = Password::parse("correct horse battery").expect("valid");
+        let hash = password.hash().expect("hash");
+        assert!(hash.as_phc().starts_with(NEW_HASH_PREFIX), "{}", hash.as_phc());
+        assert!(hash.verify(&password));
+        assert_eq!(hash.needs_rehash(), cfg!(feature = "insecure-test-hash"));
+        // The dummy costs what a new hash costs: the same parameters.
+        assert!(PasswordHash::dummy().as_phc().starts_with(NEW_HASH_PREFIX));
+        assert!(!PasswordHash::dummy().verify(&password));
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct User {
     /// Display name.
     pub full_name: FullName,
     /// argon2id hash of the password; never serialised.
+    // A hash in a JSON answer can be cracked offline. `PasswordHash` implements no `Serialize`,
+    // so without this `skip` the derive does not compile: the hash cannot slip into JSON.
     #[serde(skip)]
     pub password_hash: PasswordHash,
     /// False while deactivated: the user keeps their data but may not check in.

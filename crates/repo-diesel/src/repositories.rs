@@ -22,6 +22,7 @@ use repo::{
     UserRepository,
 };
 
+use crate::cancellation::{caller_gone, caller_gone_error};
 use crate::expressions::planned_rows;
 use database::Backend;
 use database::connection::DbConnection;
@@ -362,7 +363,12 @@ impl UnitOfWork for DieselStore {
             };
             work.run(&repositories).map_err(TransactionError::Work)?;
             // The work may have carried on past a call whose savepoint could not be undone.
-            connection.usable().map_err(TransactionError::Work)
+            connection.usable().map_err(TransactionError::Work)?;
+            // An async caller that dropped its future gets nothing committed (`AsyncStore`).
+            if caller_gone() {
+                return Err(TransactionError::Work(caller_gone_error()));
+            }
+            Ok(())
         })
         .map_err(TransactionError::into_repo);
         if matches!(result, Err(RepoError::Unavailable(_))) {

@@ -6,6 +6,7 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::RepoError;
@@ -35,6 +36,10 @@ pub struct Position {
 
 /// An opaque cursor (base64url text). Callers pass it back unchanged; a malformed or altered
 /// cursor is a `Validation` error on the field `cursor`.
+///
+/// Serialises as its text. Deserialising runs [`Cursor::parse`], so a malformed or altered cursor
+/// is a deserialisation error whose message is the `Validation` error's; whether it belongs to the
+/// list it is used for is checked by [`Cursor::decode`].
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Cursor(String);
 
@@ -61,6 +66,27 @@ impl Cursor {
 
     /// Decodes a cursor a caller handed back for the list described by `context`.
     pub fn decode(&self, context: &str) -> Result<Position, RepoError> {
+        let (position, list) = self.checked_payload()?;
+        if list != digest(context) {
+            return Err(RepoError::validation(
+                "cursor",
+                "belongs to another list (a different filter or scope)",
+            ));
+        }
+        Ok(position)
+    }
+
+    /// Checks text received from a caller as far as it can without knowing the list: base64url,
+    /// intact (its digest), this version, a position in range. [`Cursor::decode`] checks it
+    /// again, and that it belongs to the list.
+    pub fn parse(text: impl Into<String>) -> Result<Self, RepoError> {
+        let cursor = Self(text.into());
+        cursor.checked_payload()?;
+        Ok(cursor)
+    }
+
+    /// The position and the digest of the list, once every check but the list's has passed.
+    fn checked_payload(&self) -> Result<(Position, String), RepoError> {
         let invalid = || RepoError::validation("cursor", "is not a cursor this service issued");
         let bytes = URL_SAFE_NO_PAD.decode(self.0.as_bytes()).map_err(|_| invalid())?;
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
@@ -87,20 +113,16 @@ impl Cursor {
         let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
         let created_at = domain::time::storable(created_at, "cursor").map_err(|_| invalid())?;
         let id = uuid::Uuid::parse_str(id).map_err(|_| invalid())?;
-        if *list != digest(context) {
-            return Err(RepoError::validation(
-                "cursor",
-                "belongs to another list (a different filter or scope)",
-            ));
-        }
-        Ok(Position {
+        let position = Position {
             created_at,
             id,
             direction,
-        })
+        };
+        Ok((position, (*list).to_owned()))
     }
 
-    /// Wraps text received from a caller; it is checked when decoded.
+    /// Wraps text received from a caller unchecked; it is checked when decoded. [`Cursor::parse`]
+    /// checks it now.
     #[must_use]
     pub fn from_text(text: impl Into<String>) -> Self {
         Self(text.into())
@@ -122,6 +144,19 @@ impl fmt::Debug for Cursor {
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Cursor {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cursor {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -190,5 +225,37 @@ mod tests {
         let old_version = decoded.replacen("v1|", "v0|", 1);
         check_rejected(&URL_SAFE_NO_PAD.encode(old_version));
         check_rejected("'; DROP TABLE users; --");
+    }
+
+    #[test]
+    fn cursors_serialise_as_their_text_and_deserialise_through_the_checks() {
+        let cursor = Cursor::encode(position(), "users|Live|");
+        let json = serde_json::to_string(&cursor).expect("serialise");
+        assert_eq!(json, format!("\"{}\"", cursor.as_str()));
+        assert_eq!(serde_json::from_str::<Cursor>(&json).expect("deserialise"), cursor);
+        assert_eq!(Cursor::parse(cursor.as_str()), Ok(cursor.clone()));
+        // The list is checked by `decode`, which knows it.
+        let elsewhere = serde_json::from_str::<Cursor>(&json).expect("deserialise");
+        assert!(elsewhere.decode("users|WithDeleted|").is_err());
+    }
+
+    #[test]
+    fn a_bad_cursor_fails_to_deserialise_with_a_message() {
+        let cursor = Cursor::encode(position(), "users|Live|");
+        let truncated = &cursor.as_str()[..cursor.as_str().len() - 3];
+        for text in ["", "not base64 !!", truncated, "'; DROP TABLE users; --"] {
+            let error = serde_json::from_str::<Cursor>(&serde_json::to_string(text).expect("json"))
+                .expect_err(text)
+                .to_string();
+            assert!(
+                error.starts_with("cursor: is not a cursor this service issued"),
+                "{text:?}: {error}"
+            );
+            assert!(matches!(Cursor::parse(text), Err(RepoError::Validation { field, .. }) if field == "cursor"));
+        }
+        let error = serde_json::from_str::<Cursor>("42")
+            .expect_err("not a string")
+            .to_string();
+        assert!(error.contains("expected a string"), "{error}");
     }
 }

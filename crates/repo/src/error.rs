@@ -2,7 +2,11 @@
 
 /// A repository call failed. Bad input is always `NotFound`, `Conflict` or `Validation`, never
 /// `Internal`.
+///
+/// Non-exhaustive: a match outside this crate needs a wildcard arm, which should treat an error it
+/// does not know as a failure (`Internal`), never as success.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RepoError {
     /// No row with this key in the requested scope.
     #[error("{entity} {key} not found")]

@@ -1,6 +1,8 @@
 //! Pagination: offset pages with the total the caller asks for, and keyset pages with opaque
 //! cursors.
 
+use serde::Serialize;
+
 use crate::{Cursor, RepoError};
 
 /// The largest page any call returns; larger requests are clamped to it.
@@ -28,7 +30,13 @@ pub enum TotalMode {
 }
 
 /// The total an offset page carries: what the caller asked for, or better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Serialises as `{"kind": "exact", "value": 1234}`, `{"kind": "estimate", "value": 1200}` or
+/// `{"kind": "not_counted"}`. Non-exhaustive: a match outside this crate needs a wildcard arm
+/// (treat an unknown total as not counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Total {
     /// The number of items in the whole list.
     Exact(u64),
@@ -126,8 +134,9 @@ impl PageRequest {
     }
 }
 
-/// One page of an offset-paginated list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One page of an offset-paginated list. Serialises (when `T` does) as
+/// `{"items": [..], "page": 2, "per_page": 20, "total": {"kind": "exact", "value": 41}, "has_next": true}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OffsetPage<T> {
     /// The items, in the list's order.
     pub items: Vec<T>,
@@ -217,7 +226,8 @@ impl KeysetRequest {
 }
 
 /// One page of a keyset-paginated list, in the list's order whichever way it was paged.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialises (when `T` does) as `{"items": [..], "next": "<cursor>", "previous": null}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeysetPage<T> {
     /// The items.
     pub items: Vec<T>,
@@ -279,6 +289,47 @@ mod tests {
         check_total(3, 10, true, Total::Estimate(500), Total::Estimate(500));
         check_total(3, 10, true, Total::NotCounted, Total::NotCounted);
         check_total(3, 10, true, Total::Exact(77), Total::Exact(77));
+    }
+
+    #[test]
+    fn pages_serialise_to_the_documented_json() {
+        let position = crate::Position {
+            created_at: chrono::DateTime::from_timestamp_micros(1_767_225_600_123_456).expect("valid"),
+            id: uuid::Uuid::now_v7(),
+            direction: crate::Direction::Forward,
+        };
+        let next = Cursor::encode(position, "users|Live|");
+        let keyset = KeysetPage {
+            items: vec!["ann", "bob"],
+            next: Some(next.clone()),
+            previous: None,
+        };
+        let json = serde_json::to_value(&keyset).expect("serialise");
+        assert_eq!(
+            json,
+            serde_json::json!({"items": ["ann", "bob"], "next": next.as_str(), "previous": null})
+        );
+        // The cursor comes back from the JSON as it left, and still decodes for its list.
+        let returned: Cursor = serde_json::from_value(json["next"].clone()).expect("a cursor");
+        assert_eq!(returned.decode("users|Live|"), Ok(position));
+
+        let request = PageRequest::new(2, 20).expect("valid");
+        let offset = OffsetPage::new(vec![1, 2], request, true, Total::Exact(41));
+        assert_eq!(
+            serde_json::to_value(&offset).expect("serialise"),
+            serde_json::json!({
+                "items": [1, 2], "page": 2, "per_page": 20, "total": {"kind": "exact", "value": 41}, "has_next": true
+            })
+        );
+        let totals =
+            [Total::Estimate(1_200), Total::NotCounted].map(|total| serde_json::to_value(total).expect("json"));
+        assert_eq!(
+            totals,
+            [
+                serde_json::json!({"kind": "estimate", "value": 1200}),
+                serde_json::json!({"kind": "not_counted"})
+            ]
+        );
     }
 
     #[test]

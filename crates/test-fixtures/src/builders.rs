@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use domain::{Attendance, CheckIn, CheckOut, Email, FullName, NewUser, Password, PasswordHash, User, UserId};
+use domain::{
+    Attendance, AttendanceId, CheckIn, CheckOut, Email, FullName, NewUser, Password, PasswordHash, User, UserId,
+};
 use fake::Fake as _;
 use fake::faker::name::en::{FirstName, LastName};
 use repo::{AttendanceRepository, RepoError, UserRepository};
@@ -113,6 +115,25 @@ impl UserBuilder {
         })
     }
 
+    /// The user in memory, without a database: for a mock's return value. A fresh id, `now` as
+    /// its timestamps (and as `deleted_at` when deleted), and the builder's email, name, password
+    /// and flags, checked by the same parsers as [`UserBuilder::build`]; no repository rule
+    /// (uniqueness) is checked.
+    pub fn user(&self) -> Result<User, RepoError> {
+        let new_user = self.new_user()?;
+        let now = domain::time::now();
+        Ok(User {
+            id: UserId::new(),
+            email: new_user.email,
+            full_name: new_user.full_name,
+            password_hash: new_user.password_hash,
+            is_active: self.active,
+            created_at: now,
+            updated_at: now,
+            deleted_at: self.deleted.then_some(now),
+        })
+    }
+
     /// Creates the user through `users`, then deactivates or deletes it as asked.
     pub fn build(self, users: &dyn UserRepository) -> Result<User, RepoError> {
         let mut user = users.create(self.new_user()?)?;
@@ -170,6 +191,23 @@ impl AttendanceBuilder {
         self
     }
 
+    /// The record in memory, without a database: for a mock's return value. A fresh id, the
+    /// builder's user, check-in and check-out, and `now` as its timestamps; no rule of the
+    /// repository (check-in not in the future, one open record per user) is checked.
+    #[must_use]
+    pub fn attendance(&self) -> Attendance {
+        let now = domain::time::now();
+        Attendance {
+            id: AttendanceId::new(),
+            user_id: self.user_id,
+            check_in_time: self.check_in,
+            check_out_time: self.check_out,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        }
+    }
+
     /// Checks in (and out) through `attendance`.
     pub fn build(self, attendance: &dyn AttendanceRepository) -> Result<Attendance, RepoError> {
         let record = attendance.check_in(CheckIn {
@@ -183,5 +221,51 @@ impl AttendanceBuilder {
             }),
             None => Ok(record),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_in_memory_user_has_the_builders_values() {
+        let ann = UserBuilder::new()
+            .email("Ann@Example.com")
+            .full_name("Ann")
+            .inactive()
+            .user()
+            .expect("valid");
+        assert_eq!((ann.email.as_str(), ann.full_name.as_str()), ("ann@example.com", "Ann"));
+        assert!(!ann.is_active && !ann.is_deleted());
+        assert_eq!(ann.created_at, ann.updated_at);
+        assert!(
+            ann.password_hash
+                .verify(&Password::parse(DEFAULT_PASSWORD).expect("valid"))
+        );
+        let bob = UserBuilder::new().deleted().user().expect("valid");
+        assert!(bob.is_active && bob.is_deleted());
+        assert_ne!(bob.id, ann.id, "a fresh id each time");
+        assert_ne!(bob.email, ann.email, "a unique email by default");
+        let refused = UserBuilder::new().email("not an email").user().expect_err("invalid");
+        assert!(
+            matches!(&refused, RepoError::Validation { field, .. } if field == "email"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn an_in_memory_record_has_the_builders_values() {
+        let user_id = UserId::new();
+        let at = domain::time::now() - TimeDelta::hours(2);
+        let open = AttendanceBuilder::new(user_id).checked_in_at(at).open().attendance();
+        assert_eq!((open.user_id, open.check_in_time), (user_id, at));
+        assert!(open.is_open() && open.deleted_at.is_none());
+        let closed = AttendanceBuilder::new(user_id)
+            .checked_in_at(at)
+            .lasting(TimeDelta::hours(1))
+            .attendance();
+        assert_eq!(closed.check_out_time, Some(at + TimeDelta::hours(1)));
+        assert_ne!(closed.id, open.id);
     }
 }

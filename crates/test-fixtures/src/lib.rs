@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod bench;
 mod builders;
 pub mod s3;
 mod small_disk;
