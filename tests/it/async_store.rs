@@ -259,3 +259,44 @@ fn full_pool(database: &TestDb) {
     let found = runtime.block_on(store.run(|store| store.users().get(UserId::new(), Scope::Live)));
     assert!(matches!(found, Err(RepoError::NotFound { .. })), "{found:?}");
 }
+
+conformance!(
+    a_panic_in_the_work_reaches_the_caller_and_frees_the_slot,
+    panicking_work
+);
+
+fn panicking_work(database: &TestDb) {
+    let pool = one_connection(database, Duration::from_secs(5));
+    let store = AsyncStore::new(DieselStore::new(Arc::clone(&pool)));
+    let runtime = runtime();
+    let caught = runtime.block_on({
+        let store = store.clone();
+        async move {
+            tokio::spawn(async move {
+                store
+                    .run(|store| -> Result<(), RepoError> {
+                        let _connection = store.database().get().expect("the pool's one connection");
+                        panic!("the work fails")
+                    })
+                    .await
+            })
+            .await
+        }
+    });
+    let panic = caught.expect_err("the panic reaches the caller's task");
+    assert!(panic.is_panic(), "{panic}");
+    wait_until_idle(&pool, &store);
+    // The slot and the connection came back, and the thread's mark was cleared: a unit of work
+    // commits.
+    let committed = runtime
+        .block_on(store.transact(AuditContext::unattributed(), |repositories| {
+            Ok::<_, RepoError>(
+                repositories
+                    .users()
+                    .create(new_user("erin@example.com", "Test User"))?
+                    .id,
+            )
+        }))
+        .expect("the next unit of work");
+    assert!(store.inner().users().get(committed, Scope::Live).is_ok());
+}

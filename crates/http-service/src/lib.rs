@@ -155,10 +155,22 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "the route does not take this method",
+            )
+        })
         .layer(DefaultBodyLimit::max(settings.body_limit))
         .layer(middleware::from_fn_with_state(timeout, request_timeout))
-        .layer(CatchPanicLayer::custom(|_panic| {
-            ApiError::internal(&"a handler panicked").into_response()
+        .layer(CatchPanicLayer::custom(|panic: Box<dyn std::any::Any + Send>| {
+            let cause = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            ApiError::internal(&format_args!("a handler panicked: {cause}")).into_response()
         }))
         .layer(middleware::from_fn(request_id))
         .with_state(state)

@@ -15,6 +15,13 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// How long a client should wait before retrying a `503`, in seconds.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 
+/// The `RepoError::Conflict` constraints of a lost race, not of the schema (`repo-diesel`'s
+/// `map_error`): answered 503, to be retried.
+const TRANSIENT: [&str; 2] = ["deadlock", "serialization"];
+
+/// The `RepoError::Validation` field of a value the database itself refused (`map_error`).
+const DATABASE_REFUSAL_FIELD: &str = "input";
+
 /// A problem details object (RFC 9457), with this service's extension members.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Problem {
@@ -88,10 +95,26 @@ impl From<RepoError> for ApiError {
             RepoError::NotFound { entity, key } => {
                 Self::new(StatusCode::NOT_FOUND, "not-found", format!("{entity} {key} not found"))
             }
+            // A deadlock or a serialization failure names no constraint of the schema: the
+            // request lost a race and may simply be sent again.
+            RepoError::Conflict { constraint, message } if TRANSIENT.contains(&constraint.as_str()) => {
+                tracing::warn!(%constraint, %message, "transient conflict");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the request lost a race with another one and changed nothing; retry it",
+                )
+            }
             RepoError::Conflict { constraint, message } => {
                 let mut problem = Self::new(StatusCode::CONFLICT, "conflict", message);
                 problem.problem.constraint = Some(constraint);
                 problem
+            }
+            // The database's own refusal of a value (`field` "input"): its message is the
+            // driver's, logged rather than shown.
+            RepoError::Validation { field, message } if field == DATABASE_REFUSAL_FIELD => {
+                tracing::warn!(%message, "the database refused a value");
+                Self::validation(field, "the database refused a value of the request")
             }
             RepoError::Validation { field, message } => Self::validation(field, message),
             RepoError::Timeout(cause) => {
@@ -195,6 +218,26 @@ mod tests {
                 StatusCode::INTERNAL_SERVER_ERROR,
             ),
             (ServiceError::InvalidCredentials.into(), StatusCode::UNAUTHORIZED),
+            (
+                RepoError::validation("input", secret).into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                RepoError::Conflict {
+                    constraint: "deadlock".into(),
+                    message: secret.into(),
+                }
+                .into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                RepoError::Conflict {
+                    constraint: "serialization".into(),
+                    message: secret.into(),
+                }
+                .into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
             (
                 ServiceError::Repo(RepoError::Internal(secret.into())).into(),
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::TimeDelta;
+use database::connection::ConnectionManager;
 use domain::{Actor, AuditContext, CorrelationId, RegisterUser, UserId};
 use repo::{
     Cursor, KeysetRequest, KeysetStart, PageRequest, RepoError, Repositories as _, Scope, TimeRange, TotalMode,
@@ -192,8 +193,13 @@ pub async fn get_user(
     UserPath(id): UserPath,
     QueryOf(query): QueryOf<PeriodQuery>,
 ) -> Result<Json<UserWithAttendanceBody>, ApiError> {
-    let to = query.to.unwrap_or_else(domain::time::now);
-    let from = query.from.unwrap_or(to - TimeDelta::days(30));
+    let to = domain::time::storable(query.to.unwrap_or_else(domain::time::now), "to").map_err(RepoError::from)?;
+    let from = match query.from {
+        Some(from) => from,
+        None => to
+            .checked_sub_signed(TimeDelta::days(30))
+            .ok_or_else(|| ApiError::validation("to", "must be at least 30 days after the year 1 without from"))?,
+    };
     let range = TimeRange::new(from, to)?;
     let (user, records) = state
         .api
@@ -339,21 +345,29 @@ pub async fn healthz() -> Json<StatusBody> {
     (status = 200, body = StatusBody),
     (status = 503, body = Problem, description = "the database does not answer, or migrations are pending"),
 ))]
+///
+/// It opens a connection of its own, outside the pool and its slots: a pool busy with requests
+/// is still ready, and a server that refuses new connections is not.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<StatusBody>, ApiError> {
-    let at_head = state
-        .api
-        .run(|api| {
-            let database = api.store.database();
-            let mut connection = database
-                .get()
-                .map_err(|error| RepoError::Unavailable(error.to_string()))?;
-            let status = database
-                .migrator()
-                .status(&mut connection)
-                .map_err(|error| RepoError::Unavailable(error.to_string()))?;
-            Ok::<_, RepoError>(status.is_at_head())
-        })
-        .await?;
+    let api = state.api.clone();
+    let at_head = tokio::task::spawn_blocking(move || {
+        let database = api.inner().store.database();
+        let config = database.config();
+        let mut connection = ConnectionManager::new(
+            config.target.clone(),
+            config.session.clone(),
+            config.pool.connection_timeout,
+        )
+        .establish()
+        .map_err(|error| RepoError::Unavailable(error.to_string()))?;
+        let status = database
+            .migrator()
+            .status(&mut connection)
+            .map_err(|error| RepoError::Unavailable(error.to_string()))?;
+        Ok::<_, RepoError>(status.is_at_head())
+    })
+    .await
+    .map_err(|error| ApiError::internal(&error))??;
     if !at_head {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

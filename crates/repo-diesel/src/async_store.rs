@@ -23,6 +23,10 @@
 //!
 //!   In every case the connection goes back to the pool only after its transaction ended
 //!   (committed or rolled back), so no connection returns inside a transaction.
+//!
+//!   The guarantee is per unit of work, not per call: a `run` whose work runs two units of work
+//!   one after the other, and whose caller leaves between them, keeps the first one committed.
+//!   Work that must be all or nothing belongs in one unit of work.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
