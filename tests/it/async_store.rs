@@ -300,3 +300,55 @@ fn panicking_work(database: &TestDb) {
         .expect("the next unit of work");
     assert!(store.inner().users().get(committed, Scope::Live).is_ok());
 }
+
+conformance!(
+    a_call_dropped_before_its_blocking_task_started_is_skipped,
+    dropped_before_start
+);
+
+fn dropped_before_start(database: &TestDb) {
+    let mut config = database.config();
+    config.pool.max_size = 2;
+    let pool = Database::connect(config).expect("a pool");
+    pool.migrate().expect("migrate");
+    let store = AsyncStore::new(DieselStore::new(Arc::new(pool)));
+    // One blocking thread, held at a gate: the facade's next task waits in tokio's queue.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (gate, keeper) = new_gate();
+    let occupant = runtime.spawn_blocking(move || gate.pass());
+    keeper.entered.recv().expect("the blocking thread reaches the gate");
+
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&ran);
+    let call = store.run(move |store| {
+        flag.store(true, Ordering::Release);
+        store
+            .users()
+            .create(new_user("fran@example.com", "Test User"))
+            .map(|user| user.id)
+    });
+    let waited = runtime.block_on(async { tokio::time::timeout(Duration::from_millis(200), call).await });
+    assert!(waited.is_err(), "the call ran while the only blocking thread was held");
+    // The call took a slot and queued its task, then was dropped; the task now gets the thread.
+    keeper.open();
+    runtime.block_on(occupant).expect("the occupant ends");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.free_slots() < 2 {
+        assert!(Instant::now() < deadline, "the queued task never ended");
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !ran.load(Ordering::Acquire),
+        "the work of a call dropped before it started ran"
+    );
+    let email = Email::parse("fran@example.com").expect("valid");
+    assert!(matches!(
+        store.inner().users().get_by_email(&email, Scope::WithDeleted),
+        Err(RepoError::NotFound { .. })
+    ));
+}
